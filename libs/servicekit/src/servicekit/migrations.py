@@ -1,0 +1,71 @@
+"""Alembic, driven from code: each service keeps its migrations in `<package>/migrations`.
+
+`upgrade(url, "order")` applies a service's migrations; each service has its own version
+table, so several services may share one database. The env.py of a service is two lines:
+`from servicekit.migrations import run_env; run_env(Base.metadata, "order")`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import MetaData, pool
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from servicekit.settings import async_database_url
+
+
+def _config(database_url: str, package: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", f"{package}:migrations")
+    config.set_main_option("sqlalchemy.url", async_database_url(database_url).replace("%", "%%"))
+    config.attributes["version_table"] = f"alembic_version_{package}"
+    return config
+
+
+def upgrade(database_url: str, package: str, revision: str = "head") -> None:
+    """Apply `package`'s migrations to `database_url` (blocking: call from a thread in async code)."""
+    command.upgrade(_config(database_url, package), revision)
+
+
+def _run(connection: Connection, metadata: MetaData, version_table: str) -> None:
+    context.configure(connection=connection, target_metadata=metadata,
+                      version_table=version_table, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_async(url: str, metadata: MetaData, version_table: str) -> None:
+    engine = create_async_engine(url, poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run, metadata, version_table)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+def run_env(metadata: MetaData, package: str) -> None:
+    """The body of a service's `migrations/env.py`."""
+    config = context.config
+    url = config.get_main_option("sqlalchemy.url")
+    assert url is not None
+    version_table: Any = config.attributes.get("version_table", f"alembic_version_{package}")
+    asyncio.run(_run_async(url, metadata, version_table))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m servicekit.migrations <package> <database-url>`."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        raise SystemExit("usage: python -m servicekit.migrations <package> <database-url>")
+    upgrade(args[1], args[0])
+
+
+if __name__ == "__main__":
+    main()
