@@ -6,7 +6,12 @@ One import surface; the modules behind it are small and have one concern each.
 from servicekit import context
 from servicekit.app import create_service_app
 from servicekit.auth import ServiceAuthMiddleware, token_matches
-from servicekit.client import CUSTOMER_HEADER, SERVICE_TOKEN_HEADER, ServiceClient, propagation_headers
+from servicekit.client import (
+    CUSTOMER_HEADER,
+    SERVICE_TOKEN_HEADER,
+    ServiceClient,
+    propagation_headers,
+)
 from servicekit.context import MissingContextError, get, must_get
 from servicekit.db import Base, Database, SessionDep, create_engine, translate_db_errors
 from servicekit.errors import (

@@ -55,7 +55,9 @@ def create_service_app(
     #   BodyLimit       innermost: only authorised calls get to send a body.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if internal:
-        app.add_middleware(ServiceAuthMiddleware, tokens=[settings.service_token.get_secret_value()])
+        app.add_middleware(
+            ServiceAuthMiddleware, tokens=[settings.service_token.get_secret_value()]
+        )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RecoveryMiddleware, counter=metrics.recovered_exceptions)
     app.add_middleware(RequestContextMiddleware)

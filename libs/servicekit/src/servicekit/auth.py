@@ -34,7 +34,9 @@ def token_matches(presented: str | None, accepted: Iterable[str]) -> bool:
 class ServiceAuthMiddleware:
     """Pure ASGI: 401 problem for any call without the service credential."""
 
-    def __init__(self, app: ASGIApp, *, tokens: Iterable[str], open_paths: Iterable[str] = OPEN_PATHS) -> None:
+    def __init__(
+        self, app: ASGIApp, *, tokens: Iterable[str], open_paths: Iterable[str] = OPEN_PATHS
+    ) -> None:
         self.app = app
         self.tokens = tuple(t for t in tokens if t)
         self.open_paths = frozenset(open_paths)
@@ -50,13 +52,22 @@ class ServiceAuthMiddleware:
             elif key == b"x-customer-id":
                 customer = value.decode("latin-1")
         if not token_matches(token, self.tokens):
-            body = problem_body(401, "this service requires the service credential (X-Service-Token)",
-                                slug="unauthorized")
-            await send({"type": "http.response.start", "status": 401, "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", b'ServiceToken realm="internal"'),
-            ]})
+            body = problem_body(
+                401,
+                "this service requires the service credential (X-Service-Token)",
+                slug="unauthorized",
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/problem+json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"www-authenticate", b'ServiceToken realm="internal"'),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         if customer is not None and _CUSTOMER.match(customer):

@@ -19,7 +19,7 @@ from servicekit.middleware import DEADLINE_HEADER, new_span_id
 from servicekit.once import Once
 
 #: Header carrying the service credential between services (never from the public).
-SERVICE_TOKEN_HEADER = "X-Service-Token"
+SERVICE_TOKEN_HEADER = "X-Service-Token"  # noqa: S105 (a header name, not a secret)
 CUSTOMER_HEADER = "X-Customer-ID"
 
 
@@ -43,9 +43,16 @@ def propagation_headers() -> dict[str, str]:
 class ServiceClient:
     """An httpx.AsyncClient for one downstream, created on first use through `Once`."""
 
-    def __init__(self, name: str, base_url: str, *, token: str, timeout: float = 2.0,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 max_connections: int = 100) -> None:
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        token: str,
+        timeout: float = 2.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
+    ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -58,15 +65,23 @@ class ServiceClient:
         return httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(self.timeout, connect=min(1.0, self.timeout)),
-            limits=httpx.Limits(max_connections=self._max_connections,
-                                max_keepalive_connections=self._max_connections // 2),
+            limits=httpx.Limits(
+                max_connections=self._max_connections,
+                max_keepalive_connections=self._max_connections // 2,
+            ),
             transport=self._transport,
             follow_redirects=False,
         )
 
-    async def request(self, method: str, path: str, *, json: Any = None,
-                      params: Mapping[str, Any] | None = None,
-                      headers: Mapping[str, str] | None = None) -> httpx.Response:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
         """Send one request; transport errors and timeouts raise `UnavailableError`."""
         budget = context.remaining(self.timeout)
         if budget <= 0:
@@ -78,8 +93,14 @@ class ServiceClient:
             merged.update(headers)
         client = self._client.get()
         try:
-            return await client.request(method, path, json=json, params=params, headers=merged,
-                                        timeout=httpx.Timeout(budget, connect=min(1.0, budget)))
+            return await client.request(
+                method,
+                path,
+                json=json,
+                params=params,
+                headers=merged,
+                timeout=httpx.Timeout(budget, connect=min(1.0, budget)),
+            )
         except httpx.TimeoutException as exc:
             raise UnavailableError(f"{self.name} timed out", retry_after=1) from exc
         except httpx.TransportError as exc:

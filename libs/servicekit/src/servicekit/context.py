@@ -48,7 +48,9 @@ class MissingContextError(LookupError):
         self.key = key
 
 
-_context: ContextVar[dict[Key[Any], Any] | None] = ContextVar("servicekit_request_context", default=None)
+_context: ContextVar[dict[Key[Any], Any] | None] = ContextVar(
+    "servicekit_request_context", default=None
+)
 
 
 @overload
@@ -60,7 +62,7 @@ def get(key: Key[T], default: T | None = None) -> T | None:
     values = _context.get()
     if values is None:
         return default
-    return values.get(key, default)  # type: ignore[no-any-return]
+    return values.get(key, default)
 
 
 def must_get(key: Key[T]) -> T:

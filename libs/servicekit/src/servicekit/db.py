@@ -16,7 +16,12 @@ from fastapi import Depends, Request
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase
 
 from servicekit.errors import UnavailableError
@@ -29,8 +34,15 @@ class Base(DeclarativeBase):
     __abstract__ = True
 
 
-def create_engine(url: str, *, name: str, pool_size: int = 10, max_overflow: int = 5,
-                  pool_timeout: float = 2.0, pool_recycle: int = 1800) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    name: str,
+    pool_size: int = 10,
+    max_overflow: int = 5,
+    pool_timeout: float = 2.0,
+    pool_recycle: int = 1800,
+) -> AsyncEngine:
     """An async engine for `url` (plain postgresql:// and sqlite:/// accepted)."""
     url = async_database_url(url)
     if url.startswith("sqlite"):
@@ -67,10 +79,16 @@ class Database:
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> Database:
         """Build from a service's settings (call in the lifespan, never at import)."""
-        return cls(create_engine(
-            settings.database_url, name=settings.service_name,
-            pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
-            pool_timeout=settings.db_pool_timeout, pool_recycle=settings.db_pool_recycle))
+        return cls(
+            create_engine(
+                settings.database_url,
+                name=settings.service_name,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+                pool_timeout=settings.db_pool_timeout,
+                pool_recycle=settings.db_pool_recycle,
+            )
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -84,9 +102,8 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction: committed on success, rolled back on error."""
-        async with self.sessionmaker() as session, translate_db_errors():
-            async with session.begin():
-                yield session
+        async with self.sessionmaker() as session, translate_db_errors(), session.begin():
+            yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -99,14 +99,31 @@ class UnavailableError(_RetryAfterError):
     status, title, slug = 503, "Service Unavailable", "unavailable"
 
 
-_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict",
-           413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-           429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
-def problem_body(status: int, detail: str, *, title: str | None = None, slug: str | None = None,
-                 extra: Mapping[str, Any] | None = None) -> bytes:
+def problem_body(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    slug: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> bytes:
     """Serialise a problem document carrying the current request and trace ids."""
     body: dict[str, Any] = {
         "type": f"/problems/{slug or 'http-' + str(status)}",
@@ -121,27 +138,41 @@ def problem_body(status: int, detail: str, *, title: str | None = None, slug: st
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def problem_response(status: int, detail: str, *, title: str | None = None,
-                     slug: str | None = None, headers: Mapping[str, str] | None = None,
-                     extra: Mapping[str, Any] | None = None) -> Response:
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    slug: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Response:
     """A `Response` with a problem+json body."""
-    return Response(problem_body(status, detail, title=title, slug=slug, extra=extra),
-                    status_code=status, headers=dict(headers or {}), media_type=PROBLEM_JSON)
+    return Response(
+        problem_body(status, detail, title=title, slug=slug, extra=extra),
+        status_code=status,
+        headers=dict(headers or {}),
+        media_type=PROBLEM_JSON,
+    )
 
 
 def _validation_detail(errors: list[dict[str, Any]]) -> tuple[bool, str, list[dict[str, Any]]]:
     malformed = any(e.get("type") == "json_invalid" for e in errors)
-    shown = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
-             for e in errors[:20]]
-    first = shown[0] if shown else {"loc": [], "msg": "invalid request"}
-    where = ".".join(str(p) for p in first["loc"]) or "request"
-    return malformed, f"{where}: {first['msg']}", shown
+    shown = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+        for e in errors[:20]
+    ]
+    if not shown:
+        return malformed, "invalid request", shown
+    where = ".".join(str(p) for p in shown[0]["loc"]) or "request"
+    return malformed, f"{where}: {shown[0]['msg']}", shown
 
 
 async def _service_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
-    return problem_response(exc.status, exc.detail, title=exc.title, slug=exc.slug,
-                            headers=exc.headers, extra=exc.extra)
+    return problem_response(
+        exc.status, exc.detail, title=exc.title, slug=exc.slug, headers=exc.headers, extra=exc.extra
+    )
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
@@ -154,7 +185,7 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
 
 async def _http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+    return problem_response(exc.status_code, str(exc.detail), headers=exc.headers or {})
 
 
 def install_error_handlers(app: FastAPI) -> None:

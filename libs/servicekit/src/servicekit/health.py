@@ -45,9 +45,13 @@ async def read_readiness(request: Request) -> Response:
     failed = {name: err for name, err in results.items() if err is not None}
     if failed:
         detail = "; ".join(f"{name}: {err}" for name, err in failed.items())
-        return problem_response(503, f"not ready: {detail}", slug="not-ready",
-                                headers={"Retry-After": "1"},
-                                extra={"checks": {n: ("ok" if e is None else "failed") for n, e in results.items()}})
+        return problem_response(
+            503,
+            f"not ready: {detail}",
+            slug="not-ready",
+            headers={"Retry-After": "1"},
+            extra={"checks": {n: ("ok" if e is None else "failed") for n, e in results.items()}},
+        )
     return JSONResponse({"status": "ready", "checks": {name: "ok" for name in results}})
 
 

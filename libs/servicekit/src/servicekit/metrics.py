@@ -22,15 +22,21 @@ class Metrics:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
         self.request_duration = Histogram(
-            "http_server_request_duration_seconds", "Duration of HTTP server requests.",
+            "http_server_request_duration_seconds",
+            "Duration of HTTP server requests.",
             ["http_request_method", "http_route", "http_response_status_code"],
-            buckets=LATENCY_BUCKETS, registry=self.registry)
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.active_requests = Gauge(
-            "http_server_active_requests", "HTTP server requests in flight.",
-            registry=self.registry)
+            "http_server_active_requests", "HTTP server requests in flight.", registry=self.registry
+        )
         self.recovered_exceptions = Counter(
-            "servicekit_recovered_exceptions", "Exceptions turned into 500 by the recovery middleware.",
-            ["exception"], registry=self.registry)
+            "servicekit_recovered_exceptions",
+            "Exceptions turned into 500 by the recovery middleware.",
+            ["exception"],
+            registry=self.registry,
+        )
 
 
 def _route_of(scope: Scope) -> str:

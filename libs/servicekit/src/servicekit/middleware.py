@@ -108,25 +108,56 @@ class BodyLimitMiddleware:
             return
         declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            body = problem_body(413, f"request body over {self.max_bytes} bytes",
-                                slug="payload-too-large")
-            await send({"type": "http.response.start", "status": 413, "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ]})
-            await send({"type": "http.response.body", "body": body})
+            await self._refuse(send)
             return
         received = 0
+        exceeded = False
         limit = self.max_bytes
 
         async def receive_capped() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    # Frameworks turn errors raised while parsing into their own 400, so the
+                    # over-long stream is cut here and the 413 is written in send_capped.
+                    exceeded = True
                     raise PayloadTooLargeError(f"request body over {limit} bytes")
             return message
 
-        await self.app(scope, receive_capped, send)
+        refused = False
+
+        async def send_capped(message: Message) -> None:
+            nonlocal refused
+            if exceeded:
+                if not refused:
+                    refused = True
+                    await self._refuse(send)
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive_capped, send_capped)
+        except PayloadTooLargeError:
+            if refused:
+                return
+            refused = True
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = problem_body(
+            413, f"request body over {self.max_bytes} bytes", slug="payload-too-large"
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

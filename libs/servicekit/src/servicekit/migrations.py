@@ -29,13 +29,20 @@ def _config(database_url: str, package: str) -> Config:
 
 
 def upgrade(database_url: str, package: str, revision: str = "head") -> None:
-    """Apply `package`'s migrations to `database_url` (blocking: call from a thread in async code)."""
+    """Apply `package`'s migrations to `database_url`.
+
+    Blocking: from async code call it through `asyncio.to_thread`.
+    """
     command.upgrade(_config(database_url, package), revision)
 
 
 def _run(connection: Connection, metadata: MetaData, version_table: str) -> None:
-    context.configure(connection=connection, target_metadata=metadata,
-                      version_table=version_table, render_as_batch=True)
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=version_table,
+        render_as_batch=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

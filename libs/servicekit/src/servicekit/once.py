@@ -57,7 +57,9 @@ class Once(Generic[T]):
 
     __slots__ = ("_attempt", "_factory", "_lock", "_value", "constructions", "name")
 
-    def __init__(self, factory: Callable[[], T] | Callable[[], Awaitable[T]], *, name: str = "") -> None:
+    def __init__(
+        self, factory: Callable[[], T] | Callable[[], Awaitable[T]], *, name: str = ""
+    ) -> None:
         self._factory = factory
         self._lock = threading.Lock()
         self._value: object = _UNSET

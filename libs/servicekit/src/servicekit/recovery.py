@@ -46,12 +46,20 @@ class RecoveryMiddleware:
                 self.counter.labels(exception=type(exc).__name__).inc()
             if response_started:
                 raise
-            logger.exception("unhandled %s on %s %s", type(exc).__name__,
-                             scope.get("method"), scope.get("path"))
-            body = problem_body(500, "An unexpected error occurred; it has been logged.",
-                                slug="internal")
-            await send({"type": "http.response.start", "status": 500, "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-            ]})
+            logger.exception(
+                "unhandled %s on %s %s", type(exc).__name__, scope.get("method"), scope.get("path")
+            )
+            body = problem_body(
+                500, "An unexpected error occurred; it has been logged.", slug="internal"
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/problem+json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})

@@ -16,7 +16,9 @@ Environment = Literal["development", "test", "staging", "production"]
 
 #: Secrets that ship in the template. They keep `make up` working on a fresh clone and are
 #: refused everywhere but in development.
-PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "dev-service-token", "dev-admin-token"})
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "dev-service-token", "dev-admin-token"}
+)
 
 
 def async_database_url(url: str) -> str:
@@ -26,7 +28,9 @@ def async_database_url(url: str) -> str:
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ValueError(f"not a database URL: {url!r} (expected postgresql://... or sqlite:///...)")
+        raise ValueError(
+            f"not a database URL: {url!r} (expected postgresql://... or sqlite:///...)"
+        )
     if scheme in ("postgres", "postgresql"):
         return f"postgresql+asyncpg://{rest}"
     if scheme == "sqlite":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -48,6 +49,26 @@ def fake_clock() -> FakeClock:
     return FakeClock()
 
 
+def _run_in_thread(make: Callable[[], Awaitable[None]]) -> None:
+    """Run a coroutine to completion on a private loop (fixtures may be set up inside a loop)."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        async def main() -> None:
+            await make()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
 def _with_database(url: str, name: str) -> str:
     base, _, _ = url.rpartition("/")
     return f"{base}/{name}"
@@ -63,10 +84,13 @@ def postgres_url() -> str:
         await conn.close()
 
     try:
-        asyncio.run(probe())
+        _run_in_thread(probe)
     except Exception as exc:
-        pytest.fail(f"PostgreSQL is required at {url} and is not reachable: {exc!r}. "
-                    "Start it or set SERVICEKIT_TEST_POSTGRES_URL.", pytrace=False)
+        pytest.fail(
+            f"PostgreSQL is required at {url} and is not reachable: {exc!r}. "
+            "Start it or set SERVICEKIT_TEST_POSTGRES_URL.",
+            pytrace=False,
+        )
     return url
 
 
@@ -79,8 +103,11 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(url, socket_timeout=2).ping()
     except Exception as exc:
-        pytest.fail(f"Redis is required at {url} and is not reachable: {exc!r}. "
-                    "Start it or set SERVICEKIT_TEST_REDIS_URL.", pytrace=False)
+        pytest.fail(
+            f"Redis is required at {url} and is not reachable: {exc!r}. "
+            "Start it or set SERVICEKIT_TEST_REDIS_URL.",
+            pytrace=False,
+        )
     return url
 
 
@@ -114,7 +141,7 @@ class _Templates:
                 await conn.close()
 
         if self.names:
-            asyncio.run(drop())
+            _run_in_thread(drop)
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +155,9 @@ MakeDatabase = Callable[..., Awaitable[str]]
 
 
 @pytest_asyncio.fixture
-async def make_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeDatabase]:
+async def make_database(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[MakeDatabase]:
     """`await make_database("postgresql", ["order"])` -> URL of a fresh migrated database."""
     created: list[tuple[str, str]] = []
 
@@ -163,11 +192,13 @@ async def make_database(request: pytest.FixtureRequest, tmp_path: Path) -> Async
 
 
 @asynccontextmanager
-async def lifespan_client(app: Any, *, headers: dict[str, str] | None = None,
-                          base_url: str = "http://testserver") -> AsyncIterator[httpx.AsyncClient]:
+async def lifespan_client(
+    app: Any, *, headers: dict[str, str] | None = None, base_url: str = "http://testserver"
+) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client driving `app` in-process, with its lifespan started and stopped."""
     async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url=base_url,
-                                     headers=headers or {}) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url=base_url, headers=headers or {}
+        ) as client:
             yield client

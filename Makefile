@@ -1,0 +1,48 @@
+# The front door. Recipes stay thin; anything longer lives in scripts/ or infra/local/stack.py.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PATH := $(HOME)/.local/bin:$(PATH)
+
+.PHONY: help install up down status logs test test-unit test-integration test-e2e lint fmt clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: ## Install uv if missing and the locked workspace into .venv
+	@scripts/bootstrap.sh
+
+up: install ## Start the four services locally (SQLite by default), wait until ready, print URLs
+	@$(PY) infra/local/stack.py up
+
+down: ## Stop exactly what `make up` started
+	@if [ -x $(PY) ]; then $(PY) infra/local/stack.py down; else python3 infra/local/stack.py down; fi
+
+status: ## Show each service: pid, alive, port, ready
+	@$(PY) infra/local/stack.py status
+
+logs: ## Follow the JSON logs (.run/logs/*.log); SERVICE=order to pick one
+	@$(PY) infra/local/stack.py logs $(SERVICE)
+
+test: install test-unit test-integration test-e2e ## Run every test tier (unit, integration, e2e)
+
+test-unit: install ## Unit tests: no servers needed
+	@scripts/test.sh unit
+
+test-integration: install ## Integration tests against the real PostgreSQL and Redis
+	@scripts/test.sh integration
+
+test-e2e: install ## End-to-end: start the stack with `make up` (SQLite, then PostgreSQL + Redis), drive it over HTTP
+	@scripts/test.sh e2e
+
+lint: install ## ruff (lint + format check) and mypy --strict on the shared library
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+	@.venv/bin/mypy libs/servicekit/src
+
+fmt: install ## Format and auto-fix
+	@.venv/bin/ruff format .
+	@.venv/bin/ruff check --fix .
+
+clean: down ## Stop the stack and remove local state (.run/)
+	@rm -rf .run

@@ -1,0 +1,84 @@
+"""ServiceClient: propagation headers, credential, timeouts and transport errors as 503."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from servicekit import ServiceClient, UnavailableError, context
+
+
+async def test_propagates_request_identity_trace_and_credential() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    client = ServiceClient(
+        "inventory", "http://inventory", token="tok", transport=httpx.MockTransport(handler)
+    )
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    with context.request_scope(
+        {
+            context.REQUEST_ID: "r-1",
+            context.TRACE_ID: trace,
+            context.BAGGAGE: "tenant=a",
+            context.SHADOW: True,
+            context.DEADLINE: time.monotonic() + 1.5,
+        }
+    ):
+        response = await client.request("GET", "/products")
+    await client.aclose()
+    assert response.status_code == 200
+    headers = seen[0].headers
+    assert headers["x-request-id"] == "r-1"
+    assert headers["traceparent"].startswith(f"00-{trace}-")
+    assert headers["baggage"] == "tenant=a"
+    assert headers["x-shadow-traffic"] == "1"
+    assert headers["x-service-token"] == "tok"
+    assert 1 <= int(headers["x-request-timeout-ms"]) <= 1500
+
+
+@pytest.mark.parametrize("error", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])
+async def test_transport_failures_become_unavailable(error: Exception) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    client = ServiceClient(
+        "payment", "http://payment", token="t", transport=httpx.MockTransport(handler)
+    )
+    with pytest.raises(UnavailableError) as info:
+        await client.request("POST", "/charges")
+    assert info.value.status == 503 and info.value.headers["Retry-After"] == "1"
+
+
+async def test_expired_deadline_fails_before_calling() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(200)
+
+    client = ServiceClient(
+        "payment", "http://payment", token="t", transport=httpx.MockTransport(handler)
+    )
+    with (
+        context.request_scope({context.DEADLINE: time.monotonic() - 1}),
+        pytest.raises(UnavailableError),
+    ):
+        await client.request("GET", "/x")
+    assert calls == 0
+
+
+async def test_underlying_http_client_is_built_once_under_concurrency() -> None:
+    import asyncio
+
+    client = ServiceClient(
+        "inv", "http://inv", token="t", transport=httpx.MockTransport(lambda r: httpx.Response(204))
+    )
+    await asyncio.gather(*(client.request("GET", "/") for _ in range(500)))
+    assert client._client.constructions == 1
+    await client.aclose()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run one test tier (unit | integration | e2e) with pytest; every tier must find tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tier="${1:?usage: scripts/test.sh unit|integration|e2e [pytest args]}"
+shift
+
+case "$tier" in
+  unit)        paths=(tests/architecture libs/*/tests/unit services/*/tests/unit gateway/tests/unit) ;;
+  integration) paths=(libs/*/tests/integration services/*/tests/integration gateway/tests/integration) ;;
+  e2e)         paths=(tests/e2e) ;;
+  *) echo "unknown tier: $tier (expected unit, integration or e2e)" >&2; exit 2 ;;
+esac
+
+existing=()
+for p in "${paths[@]}"; do [ -d "$p" ] && existing+=("$p"); done
+echo "==> $tier tests: ${existing[*]}"
+# Exit code 5 (no tests collected) is a failure: a tier that runs nothing proves nothing.
+exec .venv/bin/python -m pytest "${existing[@]}" "$@"
