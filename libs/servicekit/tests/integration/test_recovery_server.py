@@ -41,6 +41,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]
                 "--port",
                 str(port),
                 "--no-access-log",
+                "--timeout-keep-alive",
+                "30",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
