@@ -35,10 +35,10 @@ test-integration: install ## Integration tests against the real PostgreSQL and R
 test-e2e: install ## End-to-end: start the stack with `make up` (SQLite, then PostgreSQL + Redis), drive it over HTTP
 	@scripts/test.sh e2e
 
-lint: install ## ruff (lint + format check) and mypy --strict on the shared library
+lint: install ## ruff (lint + format check) and mypy --strict on every package
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
-	@.venv/bin/mypy libs/servicekit/src
+	@.venv/bin/mypy libs/servicekit/src services/*/src gateway/src infra/local
 
 fmt: install ## Format and auto-fix
 	@.venv/bin/ruff format .

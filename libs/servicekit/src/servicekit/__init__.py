@@ -26,6 +26,7 @@ from servicekit.errors import (
     UnauthorizedError,
     UnavailableError,
     UnprocessableError,
+    problem_body,
     problem_response,
 )
 from servicekit.logs import configure_logging
@@ -67,6 +68,7 @@ __all__ = [
     "create_service_app",
     "get",
     "must_get",
+    "problem_body",
     "problem_response",
     "propagation_headers",
     "token_matches",

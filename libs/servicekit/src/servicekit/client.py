@@ -79,6 +79,7 @@ class ServiceClient:
         path: str,
         *,
         json: Any = None,
+        content: bytes | None = None,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
@@ -87,16 +88,18 @@ class ServiceClient:
         if budget <= 0:
             raise UnavailableError(f"deadline exceeded before calling {self.name}")
         merged = propagation_headers()
-        merged[SERVICE_TOKEN_HEADER] = self._token
-        merged[DEADLINE_HEADER] = str(max(1, math.floor(budget * 1000)))
         if headers:
             merged.update(headers)
+        # Set last: a caller's header can never replace the credential or widen the deadline.
+        merged[SERVICE_TOKEN_HEADER] = self._token
+        merged[DEADLINE_HEADER] = str(max(1, math.floor(budget * 1000)))
         client = self._client.get()
         try:
             return await client.request(
                 method,
                 path,
                 json=json,
+                content=content,
                 params=params,
                 headers=merged,
                 timeout=httpx.Timeout(budget, connect=min(1.0, budget)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -46,6 +47,7 @@ def create_engine(
     """An async engine for `url` (plain postgresql:// and sqlite:/// accepted)."""
     url = async_database_url(url)
     if url.startswith("sqlite"):
+        ensure_sqlite_directory(url)
         engine = create_async_engine(url, pool_pre_ping=True, connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -67,6 +69,13 @@ def create_engine(
         pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": name}, "timeout": 5},
     )
+
+
+def ensure_sqlite_directory(url: str) -> None:
+    """`sqlite:///.run/x.db` works on a fresh clone: the folder is created if missing."""
+    path = url.split(":///", 1)[-1].split("?", 1)[0]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
 class Database:

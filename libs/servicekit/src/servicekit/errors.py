@@ -162,10 +162,10 @@ def _validation_detail(errors: list[dict[str, Any]]) -> tuple[bool, str, list[di
         {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
         for e in errors[:20]
     ]
-    if not shown:
+    if not errors:
         return malformed, "invalid request", shown
-    where = ".".join(str(p) for p in shown[0]["loc"]) or "request"
-    return malformed, f"{where}: {shown[0]['msg']}", shown
+    where = ".".join(str(p) for p in errors[0].get("loc", ())) or "request"
+    return malformed, f"{where}: {errors[0].get('msg', 'invalid')}", shown
 
 
 async def _service_error(_: Request, exc: Exception) -> Response:

@@ -13,6 +13,7 @@ from servicekit import context
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
     "asctime",
+    "color_message",  # uvicorn's ANSI-coloured copy of the message
 }
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from servicekit.db import ensure_sqlite_directory
 from servicekit.settings import async_database_url
 
 
@@ -33,6 +34,9 @@ def upgrade(database_url: str, package: str, revision: str = "head") -> None:
 
     Blocking: from async code call it through `asyncio.to_thread`.
     """
+    url = async_database_url(database_url)
+    if url.startswith("sqlite"):
+        ensure_sqlite_directory(url)
     command.upgrade(_config(database_url, package), revision)
 
 

@@ -43,7 +43,10 @@ def async_database_url(url: str) -> str:
 class ServiceSettings(BaseSettings):
     """Settings every service has. Subclasses set `service_name` and `env_prefix`."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # hide_input_in_errors: a bad DATABASE_URL or key list must not print its secrets.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
 
     service_name: ClassVar[str] = "service"
     #: Names of the fields that hold secrets, checked against `PLACEHOLDER_SECRETS`.

@@ -82,3 +82,24 @@ async def test_underlying_http_client_is_built_once_under_concurrency() -> None:
     await asyncio.gather(*(client.request("GET", "/") for _ in range(500)))
     assert client._client.constructions == 1
     await client.aclose()
+
+
+async def test_caller_headers_cannot_replace_the_credential_and_raw_body_is_sent() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201)
+
+    client = ServiceClient(
+        "order", "http://order", token="real", transport=httpx.MockTransport(handler)
+    )
+    await client.request(
+        "POST",
+        "/orders",
+        content=b'{"items": []}',
+        headers={"X-Service-Token": "forged", "content-type": "application/json"},
+    )
+    await client.aclose()
+    assert seen[0].headers["x-service-token"] == "real"
+    assert seen[0].content == b'{"items": []}'

@@ -34,6 +34,7 @@ EXPECTED = {
     "create_service_app",
     "get",
     "must_get",
+    "problem_body",
     "problem_response",
     "propagation_headers",
     "token_matches",

@@ -1,0 +1,114 @@
+"""Public routes: each one forwards to a fixed, configured upstream (never a request-given host)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+import httpx
+from fastapi import APIRouter, Header, Path, Query, Request
+from servicekit import CUSTOMER_HEADER
+from starlette.responses import Response
+
+from gateway.dependencies import ApiKeyDep, InventoryDep, OrderDep
+from gateway.headers import request_headers, response_headers
+from gateway.keys import ApiKey
+from gateway.schemas import (
+    ORDER_CREATE_SCHEMA,
+    ORDER_ID_PATTERN,
+    SKU_PATTERN,
+    OrderPublic,
+    ProductPage,
+    ProductPublic,
+    problems,
+)
+
+router = APIRouter(prefix="/api", responses=problems(401, 403, 503))
+
+
+def _relay(upstream: httpx.Response) -> Response:
+    # Status and body unchanged; only allow-listed headers come back.
+    return Response(
+        content=upstream.content,
+        status_code=upstream.status_code,
+        headers=response_headers(upstream.headers.multi_items()),
+    )
+
+
+def _upstream_headers(request: Request, api_key: ApiKey) -> dict[str, str]:
+    headers = request_headers(request.headers.items())
+    headers[CUSTOMER_HEADER] = api_key.customer_id
+    return headers
+
+
+@router.get("/products", response_model=ProductPage, responses=problems(422))
+async def list_products(
+    request: Request,
+    api_key: ApiKeyDep,
+    inventory: InventoryDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(pattern=SKU_PATTERN)] = None,
+) -> Response:
+    """List products ordered by SKU, one page at a time."""
+    params = {"limit": str(limit)} | ({"cursor": cursor} if cursor is not None else {})
+    upstream = await inventory.request(
+        "GET", "/products", params=params, headers=_upstream_headers(request, api_key)
+    )
+    return _relay(upstream)
+
+
+@router.get("/products/{sku}", response_model=ProductPublic, responses=problems(404, 422))
+async def read_product(
+    request: Request,
+    api_key: ApiKeyDep,
+    inventory: InventoryDep,
+    sku: Annotated[str, Path(pattern=SKU_PATTERN)],
+) -> Response:
+    """Read one product by SKU."""
+    upstream = await inventory.request(
+        "GET", f"/products/{quote(sku, safe='')}", headers=_upstream_headers(request, api_key)
+    )
+    return _relay(upstream)
+
+
+@router.post(
+    "/orders",
+    status_code=201,
+    response_model=OrderPublic,
+    responses=problems(400, 402, 404, 409, 413, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ORDER_CREATE_SCHEMA}},
+        }
+    },
+)
+async def create_order(
+    request: Request,
+    api_key: ApiKeyDep,
+    order: OrderDep,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+    ] = None,
+) -> Response:
+    """Check out: reserve stock, charge, confirm; replays with the same Idempotency-Key."""
+    # Read after authentication; the body cap (413) applies while reading.
+    body = await request.body()
+    upstream = await order.request(
+        "POST", "/orders", content=body, headers=_upstream_headers(request, api_key)
+    )
+    return _relay(upstream)
+
+
+@router.get("/orders/{order_id}", response_model=OrderPublic, responses=problems(404, 422))
+async def read_order(
+    request: Request,
+    api_key: ApiKeyDep,
+    order: OrderDep,
+    order_id: Annotated[str, Path(pattern=ORDER_ID_PATTERN)],
+) -> Response:
+    """Read one of the caller's orders (another customer's order is 404)."""
+    upstream = await order.request(
+        "GET", f"/orders/{quote(order_id, safe='')}", headers=_upstream_headers(request, api_key)
+    )
+    return _relay(upstream)

@@ -1,0 +1,80 @@
+"""Public shapes, for the OpenAPI document. The gateway forwards bodies; services validate them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+#: A SKU or a pagination cursor: no '/', no leading '.', so it stays one path segment.
+SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
+
+
+class ProductPublic(BaseModel):
+    sku: str
+    name: str
+    price_cents: int
+    currency: str
+    available: int = Field(description="Stock not reserved.")
+
+
+class ProductPage(BaseModel):
+    items: list[ProductPublic]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
+class OrderLine(BaseModel):
+    sku: str
+    quantity: int
+    unit_price_cents: int
+
+
+class OrderPublic(BaseModel):
+    id: str
+    status: str = Field(description="`confirmed` on success.")
+    items: list[OrderLine]
+    total_cents: int
+    currency: str
+    created_at: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    request_id: str | None
+    trace_id: str | None
+
+
+ORDER_CREATE_SCHEMA: dict[str, Any] = {
+    "title": "OrderCreate",
+    "type": "object",
+    "required": ["items"],
+    "additionalProperties": False,
+    "properties": {
+        "items": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["sku", "quantity"],
+                "additionalProperties": False,
+                "properties": {
+                    "sku": {"type": "string", "pattern": SKU_PATTERN},
+                    "quantity": {"type": "integer", "minimum": 1},
+                },
+            },
+        }
+    },
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for problem+json answers."""
+    return {s: {"model": Problem, "content": {"application/problem+json": {}}} for s in statuses}

@@ -1,0 +1,23 @@
+"""Settings of the inventory service (environment variables prefixed `INVENTORY_`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from servicekit import ServiceSettings
+
+
+class InventorySettings(ServiceSettings):
+    """Inventory settings; everything else comes from `ServiceSettings`."""
+
+    service_name: ClassVar[str] = "inventory"
+    model_config = SettingsConfigDict(env_prefix="INVENTORY_", env_file=".env", extra="ignore")
+
+    port: int = Field(default=8002, ge=1, le=65535)
+    database_url: str = "sqlite:///.run/inventory.db"
+    #: How often the background sweeper releases reservations past their expiry.
+    reservation_sweep_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: Hold time of a reservation whose request names no `ttl_seconds`.
+    default_ttl_seconds: int = Field(default=300, ge=1, le=3600)

@@ -1,0 +1,96 @@
+"""HTTP routes of the internal inventory API (HTTP only: the rules live in service.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from inventory import service
+from inventory.dependencies import ClockDep, RepositoryDep, SettingsDep
+from inventory.exceptions import ProductNotFoundError
+from inventory.schemas import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    SKU_PATTERN,
+    ProductPage,
+    ProductPublic,
+    ReservationCreate,
+    ReservationList,
+    ReservationPublic,
+)
+
+router = APIRouter()
+
+SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, max_length=64)]
+ReservationId = Annotated[UUID, Path(description="Reservation id (UUID)")]
+
+
+@router.get("/products", response_model=ProductPage)
+async def list_products(
+    repo: RepositoryDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+    cursor: Annotated[str | None, Query(pattern=SKU_PATTERN, max_length=64)] = None,
+) -> ProductPage:
+    """List products ordered by sku, one keyset page at a time."""
+    rows = await repo.list_products(cursor, limit + 1)
+    page, next_cursor = service.paginate(rows, limit, key=lambda product: product.sku)
+    return ProductPage(
+        items=[ProductPublic.model_validate(p) for p in page], next_cursor=next_cursor
+    )
+
+
+@router.get("/products/{sku}", response_model=ProductPublic)
+async def read_product(sku: SkuPath, repo: RepositoryDep) -> ProductPublic:
+    """Read one product with its available stock."""
+    product = await repo.get_product(sku)
+    if product is None:
+        raise ProductNotFoundError(f"no product {sku!r}")
+    return ProductPublic.model_validate(product)
+
+
+@router.post("/reservations", response_model=ReservationPublic, status_code=status.HTTP_201_CREATED)
+async def create_reservation(
+    body: ReservationCreate,
+    response: Response,
+    repo: RepositoryDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> ReservationPublic:
+    """Hold stock for an order (all items or none); idempotent by order_id."""
+    reservation, created = await service.reserve(
+        repo,
+        str(body.order_id),
+        [(item.sku, item.quantity) for item in body.items],
+        body.ttl_seconds or settings.default_ttl_seconds,
+        clock,
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return service.to_public(reservation)
+
+
+@router.post("/reservations/{reservation_id}/commit", response_model=ReservationPublic)
+async def commit_reservation(
+    reservation_id: ReservationId, repo: RepositoryDep, clock: ClockDep
+) -> ReservationPublic:
+    """Turn held stock into a sale (idempotent)."""
+    return service.to_public(await service.commit(repo, str(reservation_id), clock))
+
+
+@router.post("/reservations/{reservation_id}/release", response_model=ReservationPublic)
+async def release_reservation(
+    reservation_id: ReservationId, repo: RepositoryDep, clock: ClockDep
+) -> ReservationPublic:
+    """Give held stock back (idempotent)."""
+    return service.to_public(await service.release(repo, str(reservation_id), clock))
+
+
+@router.get("/reservations", response_model=ReservationList)
+async def list_reservations(
+    order_id: Annotated[UUID, Query()], repo: RepositoryDep
+) -> ReservationList:
+    """Reservations of one order (at most one today; a list leaves room for more)."""
+    reservation = await repo.find_by_order(str(order_id))
+    return ReservationList(items=[] if reservation is None else [service.to_public(reservation)])

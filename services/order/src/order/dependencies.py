@@ -1,0 +1,49 @@
+"""Request dependencies over lifespan state, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from servicekit import context
+
+from order.exceptions import (
+    InvalidIdempotencyKeyError,
+    MissingCustomerError,
+    MissingIdempotencyKeyError,
+)
+from order.saga import Checkout
+
+_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+
+
+async def _checkout(request: Request) -> Checkout:
+    checkout: Checkout = request.state.checkout
+    return checkout
+
+
+async def _customer() -> str:
+    # Set by the service auth middleware from X-Customer-ID; absent on a call made for nobody.
+    customer = context.get(context.CUSTOMER_ID)
+    if not customer:
+        raise MissingCustomerError("X-Customer-ID is required")
+    return customer
+
+
+async def _idempotency_key(
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> str:
+    # Checked here rather than by a Header constraint: the contract answers 400, not 422.
+    if idempotency_key is None:
+        raise MissingIdempotencyKeyError("the Idempotency-Key header is required")
+    if not _KEY.match(idempotency_key):
+        raise InvalidIdempotencyKeyError(
+            "Idempotency-Key must be 1..255 printable ASCII characters"
+        )
+    return idempotency_key
+
+
+CheckoutDep = Annotated[Checkout, Depends(_checkout)]
+CustomerDep = Annotated[str, Depends(_customer)]
+IdempotencyKeyDep = Annotated[str, Depends(_idempotency_key)]

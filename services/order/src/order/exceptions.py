@@ -1,0 +1,83 @@
+"""Errors of the order service, mapped to problem+json by servicekit::
+
+BadRequestError
+├── MissingIdempotencyKeyError   400 missing-idempotency-key
+└── InvalidIdempotencyKeyError   400 invalid-idempotency-key
+UnauthorizedError
+└── MissingCustomerError         401 missing-customer
+PaymentRequiredError
+└── PaymentDeclinedError         402 payment-declined
+NotFoundError
+└── OrderNotFoundError           404 order-not-found
+ConflictError
+├── OutOfStockError              409 out-of-stock
+└── RequestInFlightError         409 request-in-flight (Retry-After)
+UnprocessableError
+├── IdempotencyKeyReusedError    422 idempotency-key-reused
+├── UnknownSkuError              422 unknown-sku
+└── AmountOutOfRangeError        422 amount-out-of-range
+UnavailableError
+└── CheckoutUnavailableError     503 checkout-unavailable (Retry-After)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servicekit import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    PaymentRequiredError,
+    UnauthorizedError,
+    UnavailableError,
+    UnprocessableError,
+)
+
+
+class MissingIdempotencyKeyError(BadRequestError):
+    slug, title = "missing-idempotency-key", "Idempotency-Key header required"
+
+
+class InvalidIdempotencyKeyError(BadRequestError):
+    slug, title = "invalid-idempotency-key", "Invalid Idempotency-Key"
+
+
+class MissingCustomerError(UnauthorizedError):
+    slug, title = "missing-customer", "Customer unknown"
+
+
+class PaymentDeclinedError(PaymentRequiredError):
+    slug, title = "payment-declined", "Payment declined"
+
+
+class OrderNotFoundError(NotFoundError):
+    slug, title = "order-not-found", "Order not found"
+
+
+class OutOfStockError(ConflictError):
+    slug, title = "out-of-stock", "Out of stock"
+
+
+class RequestInFlightError(ConflictError):
+    slug, title = "request-in-flight", "Request in flight"
+
+    def __init__(self, detail: str = "", **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.headers.setdefault("Retry-After", "1")
+
+
+class IdempotencyKeyReusedError(UnprocessableError):
+    slug, title = "idempotency-key-reused", "Idempotency key reused"
+
+
+class UnknownSkuError(UnprocessableError):
+    slug, title = "unknown-sku", "Unknown sku"
+
+
+class AmountOutOfRangeError(UnprocessableError):
+    slug, title = "amount-out-of-range", "Amount out of range"
+
+
+class CheckoutUnavailableError(UnavailableError):
+    slug, title = "checkout-unavailable", "Checkout unavailable"

@@ -1,0 +1,89 @@
+"""App factory and lifespan of the order service.
+
+Run with `uvicorn order.main:create_app --factory --port 8001`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+import httpx
+from fastapi import FastAPI
+from servicekit import Database, ServiceClient, create_service_app
+
+from order import service
+from order.clients import InventoryClient, PaymentClient
+from order.config import OrderSettings
+from order.routes import router
+from order.saga import Checkout
+
+
+class State(TypedDict):
+    database: Database
+    settings: OrderSettings
+    checkout: Checkout
+
+
+def create_app(
+    settings: OrderSettings | None = None,
+    *,
+    inventory_transport: httpx.AsyncBaseTransport | None = None,
+    payment_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the order app; transports are injectable so tests can fake the downstreams."""
+    settings = settings or OrderSettings()
+    token = settings.service_token.get_secret_value()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[State]:
+        database = Database.from_settings(settings)
+        inventory = InventoryClient(
+            ServiceClient(
+                "inventory",
+                settings.inventory_url,
+                token=token,
+                timeout=settings.http_timeout,
+                transport=inventory_transport,
+            )
+        )
+        payment = PaymentClient(
+            ServiceClient(
+                "payment",
+                settings.payment_url,
+                token=token,
+                timeout=settings.http_timeout,
+                transport=payment_transport,
+            )
+        )
+        checkout = Checkout(
+            database, inventory, payment, reservation_ttl_seconds=settings.reservation_ttl_seconds
+        )
+        # Start-up pass, then periodic: sagas left behind by a crash get finished or undone.
+        recovery = asyncio.create_task(
+            service.run_recovery_loop(
+                checkout,
+                interval_seconds=settings.saga_recovery_interval_seconds,
+                stale_seconds=settings.saga_stale_seconds,
+            )
+        )
+        try:
+            yield {"database": database, "settings": settings, "checkout": checkout}
+        finally:
+            recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recovery
+            await inventory.aclose()
+            await payment.aclose()
+            await database.dispose()
+
+    return create_service_app(
+        settings,
+        title="order",
+        lifespan=lifespan,
+        routers=[router],
+        description="Orders and the checkout saga.",
+    )

@@ -1,0 +1,43 @@
+"""HTTP routes of the order service: parse, delegate to the service, answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from servicekit import SessionDep
+from starlette.responses import Response
+
+from order import service
+from order.dependencies import CheckoutDep, CustomerDep, IdempotencyKeyDep
+from order.schemas import OrderCreate, OrderPublic
+
+router = APIRouter(tags=["orders"])
+
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+
+
+@router.post(
+    "/orders",
+    status_code=201,
+    response_model=OrderPublic,
+    responses={status: _PROBLEM for status in (400, 401, 402, 409, 413, 422, 503)},
+)
+async def create_order(
+    customer: CustomerDep, key: IdempotencyKeyDep, checkout: CheckoutDep, body: OrderCreate
+) -> Response:
+    """Place an order: reserve stock, charge, confirm (idempotent by Idempotency-Key)."""
+    outcome = await service.place_order(checkout, customer, key, body)
+    # The stored bytes are sent as they are, so a replay is identical to the first answer.
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return Response(
+        outcome.body, status_code=outcome.status, media_type=outcome.media_type, headers=headers
+    )
+
+
+@router.get(
+    "/orders/{order_id}", response_model=OrderPublic, responses={404: _PROBLEM, 401: _PROBLEM}
+)
+async def read_order(order_id: str, customer: CustomerDep, session: SessionDep) -> OrderPublic:
+    """Read one of the caller's orders."""
+    return await service.read_order(session, customer, order_id)

@@ -1,0 +1,218 @@
+"""The checkout saga: reserve stock -> charge -> commit the reservation -> confirm.
+
+Each step is written to the database (its own short transaction) before the call it guards,
+so a crash at any point leaves a `saga_state` the recovery pass can resume or compensate.
+A failure first marks the order failed and `compensating` (and answers or frees the
+idempotency record in that same transaction), then undoes what was done; if undoing fails,
+the saga stays `compensating` and recovery retries it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from servicekit import Database, ServiceError, UnavailableError
+from servicekit.errors import problem_body
+
+from order import repository
+from order.clients import InventoryClient, PaymentClient, Rejected
+from order.exceptions import CheckoutUnavailableError
+from order.models import CHARGED, COMPENSATING, CONFIRMED, FAILED, CustomerOrder
+from order.schemas import Charge, OrderItemCreate, OrderItemPublic, OrderPublic, Reservation
+
+logger = logging.getLogger("order.saga")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """An answer to a POST /orders, exactly as stored in the idempotency record."""
+
+    status: int
+    body: bytes
+    replayed: bool = False
+
+    @property
+    def media_type(self) -> str:
+        return "application/json" if self.status < 400 else "application/problem+json"
+
+
+@dataclass
+class Checkout:
+    """What the saga needs: the database, both downstreams, and a clock."""
+
+    database: Database
+    inventory: InventoryClient
+    payment: PaymentClient
+    reservation_ttl_seconds: int = 300
+    clock: Callable[[], datetime] = utcnow
+
+
+@dataclass(frozen=True)
+class Undo:
+    """What compensation must undo; None ids are looked up by order id."""
+
+    reservation_id: str | None = None
+    charge_id: str | None = None
+    maybe_charged: bool = False
+
+
+def as_utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything is stored in UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def to_public(order: CustomerOrder) -> OrderPublic:
+    return OrderPublic(
+        id=order.id,
+        status=order.status,
+        items=[
+            OrderItemPublic(sku=i.sku, quantity=i.quantity, unit_price_cents=i.unit_price_cents)
+            for i in order.items
+        ],
+        total_cents=order.total_cents,
+        currency=order.currency,
+        created_at=as_utc(order.created_at),
+    )
+
+
+async def update(checkout: Checkout, order_id: str, **values: object) -> None:
+    async with checkout.database.transaction() as session:
+        await repository.update_order(session, order_id, updated_at=checkout.clock(), **values)
+
+
+async def fail(
+    checkout: Checkout,
+    order_id: str,
+    reason: str,
+    *,
+    answer: ServiceError | None = None,
+    undo: Undo | None = None,
+) -> StoredResponse | None:
+    """Mark the order failed; store `answer` as the key's response, or free the key if None."""
+    stored = None
+    async with checkout.database.transaction() as session:
+        await repository.update_order(
+            session,
+            order_id,
+            status=FAILED,
+            failure_reason=reason,
+            saga_state=FAILED if undo is None else COMPENSATING,
+            updated_at=checkout.clock(),
+        )
+        if answer is None:
+            await repository.delete_record_for_order(session, order_id)
+        else:
+            body = problem_body(answer.status, answer.detail, title=answer.title, slug=answer.slug)
+            await repository.complete_record(
+                session, order_id, answer.status, body.decode(), checkout.clock()
+            )
+            stored = StoredResponse(answer.status, body)
+    if undo is not None:
+        await compensate(checkout, order_id, undo)
+    return stored
+
+
+async def compensate(checkout: Checkout, order_id: str, undo: Undo) -> bool:
+    """Release the stock and refund the charge; True once nothing is left to undo."""
+    try:
+        if undo.reservation_id is not None:
+            held = [undo.reservation_id]
+        else:
+            found = await checkout.inventory.reservations_for(order_id)
+            held = [r.id for r in found if r.status == "held"]
+        for reservation_id in held:
+            await _ignore_refusal(checkout.inventory.release(reservation_id))
+        if undo.charge_id is not None:
+            await _ignore_refusal(checkout.payment.refund(undo.charge_id))
+        elif undo.maybe_charged:
+            for charge in await checkout.payment.charges_for(order_id):
+                if charge.status == "succeeded":
+                    await _ignore_refusal(checkout.payment.refund(charge.id))
+    except (UnavailableError, Rejected) as exc:
+        logger.warning("compensation of order %s postponed: %s", order_id, exc)
+        return False
+    await update(checkout, order_id, saga_state=FAILED)
+    return True
+
+
+async def _ignore_refusal(call: Awaitable[object]) -> None:
+    # 409/404: already committed, released, expired, or a declined charge: nothing to undo
+    # here. Any other refusal (a misconfigured credential) postpones the compensation.
+    try:
+        await call
+    except Rejected as exc:
+        if exc.status not in (404, 409):
+            raise
+        logger.warning("compensation step refused: %s", exc)
+
+
+def check_reservation(
+    reservation: Reservation, order_id: str, items: Sequence[OrderItemCreate]
+) -> int:
+    """The reservation's total, after checking it is the one we asked for."""
+    wanted = {i.sku: i.quantity for i in items}
+    got = {i.sku: i.quantity for i in reservation.items}
+    total = sum(i.quantity * i.unit_price_cents for i in reservation.items)
+    if reservation.order_id != order_id or wanted != got or total != reservation.total_cents:
+        raise UnavailableError("inventory answered with a reservation that does not match")
+    return total
+
+
+def check_charge(charge: Charge, order_id: str, amount_cents: int) -> None:
+    if (
+        charge.order_id != order_id
+        or charge.amount_cents != amount_cents
+        or charge.status != "succeeded"
+    ):
+        raise UnavailableError("payment answered with a charge that does not match")
+
+
+async def finish_charged(checkout: Checkout, order: CustomerOrder) -> StoredResponse:
+    """Commit the reservation of a charged order and confirm it (request or recovery)."""
+    assert order.reservation_id is not None
+    try:
+        await checkout.inventory.commit(order.reservation_id)
+    except Rejected as exc:
+        if exc.status not in (404, 409):
+            raise CheckoutUnavailableError("inventory refused the commit; will retry") from exc
+        # The hold expired or was released: the stock is gone, so the money goes back.
+        logger.warning("order %s: reservation cannot be committed: %s", order.id, exc)
+        await fail(
+            checkout,
+            order.id,
+            "reservation-lost",
+            undo=Undo(reservation_id=order.reservation_id, charge_id=order.charge_id),
+        )
+        raise CheckoutUnavailableError("the reservation expired; the charge is refunded") from exc
+    except UnavailableError as exc:
+        # Charged but not committed: stays `charged`, the key stays in flight until recovery.
+        raise CheckoutUnavailableError(
+            "inventory unavailable; the order will be completed"
+        ) from exc
+    return await confirm(checkout, order.id)
+
+
+async def confirm(checkout: Checkout, order_id: str) -> StoredResponse:
+    """Confirm the order and store its 201 answer in the same transaction."""
+    async with checkout.database.transaction() as session:
+        now = checkout.clock()
+        await repository.update_order(
+            session, order_id, status=CONFIRMED, saga_state=CONFIRMED, updated_at=now
+        )
+        order = await repository.get_order(session, order_id)
+        assert order is not None
+        body = to_public(order).model_dump_json()
+        await repository.complete_record(session, order_id, 201, body, now)
+    return StoredResponse(201, body.encode())
+
+
+async def mark_charged(checkout: Checkout, order: CustomerOrder, charge_id: str) -> None:
+    await update(checkout, order.id, saga_state=CHARGED, charge_id=charge_id)
+    order.saga_state, order.charge_id = CHARGED, charge_id

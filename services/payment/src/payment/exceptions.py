@@ -1,0 +1,47 @@
+"""Domain errors of the payment service (rendered as problem+json by servicekit)."""
+
+from __future__ import annotations
+
+from servicekit import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    PaymentRequiredError,
+    UnavailableError,
+    UnprocessableError,
+)
+
+
+class ChargeNotFoundError(NotFoundError):
+    slug = "charge-not-found"
+    title = "Charge not found"
+
+
+class MissingIdempotencyKeyError(BadRequestError):
+    slug = "missing-idempotency-key"
+    title = "Missing Idempotency-Key"
+
+
+class InvalidIdempotencyKeyError(UnprocessableError):
+    slug = "invalid-idempotency-key"
+    title = "Invalid Idempotency-Key"
+
+
+class IdempotencyKeyReusedError(UnprocessableError):
+    slug = "idempotency-key-reused"
+    title = "Idempotency key reused with a different body"
+
+
+class PaymentDeclinedError(PaymentRequiredError):
+    slug = "payment-declined"
+    title = "Payment declined"
+
+
+class NotRefundableError(ConflictError):
+    slug = "not-refundable"
+    title = "Charge not refundable"
+
+
+class InjectedFaultError(UnavailableError):
+    slug = "injected-fault"
+    title = "Injected fault"

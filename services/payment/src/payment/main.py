@@ -1,0 +1,54 @@
+"""The payment service app: `uvicorn payment.main:create_app --factory --port 8003`."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+from fastapi import FastAPI
+from servicekit import Database, create_service_app
+
+from payment.config import PaymentSettings
+from payment.faults import Faults
+from payment.routes import router
+
+
+class State(TypedDict):
+    database: Database
+    settings: PaymentSettings
+    faults: Faults
+    random: random.Random
+
+
+def create_app(
+    settings: PaymentSettings | None = None,
+    *,
+    rng: random.Random | None = None,
+    faults: Faults | None = None,
+) -> FastAPI:
+    """Build the app; `rng` and `faults` (default: from settings) are seams for tests."""
+    settings = settings or PaymentSettings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[State]:
+        database = Database.from_settings(settings)
+        try:
+            yield {
+                "database": database,
+                "settings": settings,
+                # One mutable object for the app's life: a runtime admin API can retune it.
+                "faults": faults or Faults.from_settings(settings),
+                "random": rng or random.Random(),
+            }
+        finally:
+            await database.dispose()
+
+    return create_service_app(
+        settings,
+        title="payment",
+        description="A simulated payment provider: idempotent charges and refunds.",
+        lifespan=lifespan,
+        routers=[router],
+    )

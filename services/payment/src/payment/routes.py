@@ -1,0 +1,76 @@
+"""HTTP routes of the payment service: /charges (faults apply here, never to health)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+from servicekit import ServiceError, problem_response
+
+from payment.dependencies import ChargeServiceDep, IdempotencyKeyDep, inject_faults
+from payment.exceptions import PaymentDeclinedError
+from payment.schemas import ChargeCreate, ChargeList, ChargePublic
+
+router = APIRouter(prefix="/charges", tags=["charges"], dependencies=[Depends(inject_faults)])
+
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+
+
+def _render(error: ServiceError) -> Response:
+    return problem_response(
+        error.status,
+        error.detail,
+        title=error.title,
+        slug=error.slug,
+        headers=error.headers,
+        extra=error.extra,
+    )
+
+
+@router.post(
+    "",
+    response_model=ChargePublic,
+    status_code=201,
+    responses={200: {"model": ChargePublic}, 400: _PROBLEM, 402: _PROBLEM, 422: _PROBLEM},
+)
+async def create_charge(
+    body: ChargeCreate, key: IdempotencyKeyDep, service: ChargeServiceDep, response: Response
+) -> Response | ChargePublic:
+    """Charge a customer once per Idempotency-Key (201 new, 200 replay, 402 declined)."""
+    outcome = await service.create_charge(body, key)
+    charge = ChargePublic.model_validate(outcome.charge)
+    if outcome.declined:
+        # Returned, not raised: raising would roll back the unit of work, and a declined
+        # charge must stay recorded so its replays answer 402 too.
+        return _render(
+            PaymentDeclinedError(
+                "the payment provider declined this charge",
+                extra={"charge": charge.model_dump(mode="json")},
+            )
+        )
+    response.status_code = 201 if outcome.created else 200
+    return charge
+
+
+@router.get("", response_model=ChargeList)
+async def list_charges(
+    order_id: Annotated[uuid.UUID, Query()], service: ChargeServiceDep
+) -> ChargeList:
+    """List the charges of one order."""
+    charges = await service.list_charges(str(order_id))
+    return ChargeList(items=[ChargePublic.model_validate(c) for c in charges])
+
+
+@router.get("/{charge_id}", response_model=ChargePublic, responses={404: _PROBLEM})
+async def read_charge(charge_id: uuid.UUID, service: ChargeServiceDep) -> ChargePublic:
+    """Read one charge."""
+    return ChargePublic.model_validate(await service.read_charge(str(charge_id)))
+
+
+@router.post(
+    "/{charge_id}/refund", response_model=ChargePublic, responses={404: _PROBLEM, 409: _PROBLEM}
+)
+async def refund_charge(charge_id: uuid.UUID, service: ChargeServiceDep) -> ChargePublic:
+    """Refund a charge (idempotent: a refunded charge is answered as is)."""
+    return ChargePublic.model_validate(await service.refund_charge(str(charge_id)))

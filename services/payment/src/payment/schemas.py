@@ -1,0 +1,43 @@
+"""Request and response bodies of the payment API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_AMOUNT_CENTS = 10_000_000
+
+
+class ChargeCreate(BaseModel):
+    """Body of `POST /charges`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: uuid.UUID
+    customer_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    # Strict: money is integer cents; "100" or 100.0 are refused rather than coerced.
+    amount_cents: int = Field(ge=1, le=MAX_AMOUNT_CENTS, strict=True)
+    currency: Literal["USD"]
+
+
+class ChargePublic(BaseModel):
+    """A charge as the API shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    order_id: str
+    customer_id: str
+    amount_cents: int
+    currency: str
+    status: Literal["succeeded", "declined", "refunded"]
+    created_at: datetime
+
+
+class ChargeList(BaseModel):
+    """Answer of `GET /charges?order_id=`."""
+
+    items: list[ChargePublic]

@@ -1,0 +1,122 @@
+"""Use cases of the simulated payment provider (no HTTP here).
+
+Decline rule, the provider's only one: a charge whose `amount_cents` is above
+`decline_above_cents` (env `PAYMENT_DECLINE_ABOVE_CENTS`, default 100000, i.e. $1,000.00) is
+declined; anything at or below it succeeds. A declined charge is recorded like any other
+(status "declined") and answered 402 "payment-declined", on the first call and on every replay.
+
+Idempotency: a charge is identified by (customer_id, Idempotency-Key). The row is inserted
+first and a conflicting insert does nothing, so concurrent identical calls create one charge
+and all answer it. A replay whose body fingerprint (sha256 of the canonical JSON body) differs
+is refused with 422 "idempotency-key-reused".
+
+Refunds move succeeded -> refunded through one guarded UPDATE: concurrent refunds refund once,
+and a refunded charge is answered as is. A declined charge cannot be refunded (409).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from payment.exceptions import ChargeNotFoundError, IdempotencyKeyReusedError, NotRefundableError
+from payment.models import Charge
+from payment.schemas import ChargeCreate
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def is_declined(amount_cents: int, decline_above_cents: int) -> bool:
+    """The decline rule: strictly above the threshold is declined."""
+    return amount_cents > decline_above_cents
+
+
+def fingerprint(body: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of a request body (key order does not matter)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ChargeStore(Protocol):
+    """What the use cases need from storage (`ChargeRepository`, or a fake in unit tests)."""
+
+    async def insert_if_absent(self, values: dict[str, Any]) -> bool: ...
+    async def get(self, charge_id: str) -> Charge | None: ...
+    async def get_by_key(self, customer_id: str, idempotency_key: str) -> Charge | None: ...
+    async def list_by_order(self, order_id: str) -> list[Charge]: ...
+    async def mark_refunded(self, charge_id: str, refunded_at: datetime) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOutcome:
+    """The charge a call answers, and whether this call created it."""
+
+    charge: Charge
+    created: bool
+
+    @property
+    def declined(self) -> bool:
+        return self.charge.status == "declined"
+
+
+class ChargeService:
+    """Charges and refunds over one repository (one unit of work)."""
+
+    def __init__(
+        self,
+        repository: ChargeStore,
+        *,
+        decline_above_cents: int,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.repository = repository
+        self.decline_above_cents = decline_above_cents
+        self.clock = clock
+
+    async def create_charge(self, body: ChargeCreate, idempotency_key: str) -> ChargeOutcome:
+        """Charge once per (customer, key); a replay answers the recorded charge."""
+        data = body.model_dump(mode="json")
+        digest = fingerprint(data)
+        declined = is_declined(body.amount_cents, self.decline_above_cents)
+        created = await self.repository.insert_if_absent(
+            {
+                **data,
+                "id": str(uuid.uuid4()),
+                "idempotency_key": idempotency_key,
+                "fingerprint": digest,
+                "status": "declined" if declined else "succeeded",
+                "created_at": self.clock(),
+            }
+        )
+        charge = await self.repository.get_by_key(body.customer_id, idempotency_key)
+        if charge is None:  # pragma: no cover - the row exists once the insert returned
+            raise RuntimeError("charge vanished after insert")
+        if charge.fingerprint != digest:
+            raise IdempotencyKeyReusedError(
+                "this Idempotency-Key was used with a different request body"
+            )
+        return ChargeOutcome(charge, created)
+
+    async def refund_charge(self, charge_id: str) -> Charge:
+        """Refund a succeeded charge; refunding a refunded one answers it as is."""
+        await self.repository.mark_refunded(charge_id, self.clock())
+        charge = await self.read_charge(charge_id)
+        if charge.status == "declined":
+            raise NotRefundableError("a declined charge cannot be refunded")
+        return charge
+
+    async def read_charge(self, charge_id: str) -> Charge:
+        charge = await self.repository.get(charge_id)
+        if charge is None:
+            raise ChargeNotFoundError(f"no charge {charge_id}")
+        return charge
+
+    async def list_charges(self, order_id: str) -> list[Charge]:
+        return await self.repository.list_by_order(order_id)

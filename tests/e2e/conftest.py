@@ -1,0 +1,133 @@
+"""End-to-end fixtures: the whole stack started exactly as the README does (`make up`).
+
+The stack runs once per mode and module:
+- "sqlite": the embedded defaults, with each service's database in a temp dir so the developer's
+  `.run/*.db` stay untouched;
+- "postgres+redis": a fresh PostgreSQL database `e2e_<hex>` shared by the three services (their
+  tables and version tables are distinct) and the real Redis; the database is dropped at the end.
+
+`make down` always runs, even when start-up or a test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STACK_UP = ["make", "up"]
+STACK_DOWN = ["make", "down"]
+#: E2E_STACK_DIRECT=1 runs the script `make` runs, without `make install` (which syncs the venv):
+#: for a machine whose venv is shared or already set up.
+DIRECT = {
+    "up": [".venv/bin/python", "infra/local/stack.py", "up"],
+    "down": [".venv/bin/python", "infra/local/stack.py", "down"],
+}
+POSTGRES_ADMIN_URL = os.environ.get("E2E_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/0")
+API_KEYS = "demo-key:customer-demo,other-key:customer-other,loadtest-key:customer-loadtest:loadtest"
+SERVICES = {"gateway": 8000, "order": 8001, "inventory": 8002, "payment": 8003}
+PREFIXES = ("ORDER", "INVENTORY", "PAYMENT", "GATEWAY")
+
+
+@dataclass
+class Stack:
+    mode: str
+    env: dict[str, str]
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{SERVICES[service]}"
+
+    def client(self, key: str | None = "demo-key", service: str = "gateway") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url(service), headers=headers, timeout=15.0)
+
+
+def _command(name: str) -> list[str]:
+    if os.environ.get("E2E_STACK_DIRECT") == "1":
+        return DIRECT[name]
+    return STACK_UP if name == "up" else STACK_DOWN
+
+
+def run_stack(
+    name: str, env: dict[str, str], timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """Run `make up` / `make down` from the repo root; the output is kept for failure messages."""
+    return subprocess.run(
+        _command(name),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def read_pids() -> dict[str, int]:
+    pids = {}
+    for path in (REPO / ".run" / "pids").glob("*.pid"):
+        pids[path.stem] = int(path.read_text().strip())
+    return pids
+
+
+def _base_env() -> dict[str, str]:
+    # The stack must not pick up a developer's own database, Redis or port settings.
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(tuple(f"{p}_" for p in PREFIXES))
+    }
+    env["GATEWAY_API_KEYS"] = API_KEYS
+    return env
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres+redis"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    mode: str = request.param
+    env = _base_env()
+    database = None
+    if mode == "sqlite":
+        directory = tmp_path_factory.mktemp("e2e-sqlite")
+        for prefix in PREFIXES[:3]:
+            env[f"{prefix}_DATABASE_URL"] = f"sqlite:///{directory}/{prefix.lower()}.db"
+    else:
+        database = f"e2e_{secrets.token_hex(6)}"
+        asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
+        url = f"{POSTGRES_ADMIN_URL.rpartition('/')[0]}/{database}"
+        for prefix in PREFIXES[:3]:
+            env[f"{prefix}_DATABASE_URL"] = url
+        for prefix in PREFIXES:
+            env[f"{prefix}_REDIS_URL"] = REDIS_URL
+    try:
+        started = run_stack("up", env)
+        if started.returncode != 0:
+            pytest.fail(
+                f"`{' '.join(_command('up'))}` failed ({mode}), exit "
+                f"{started.returncode}:\n{started.stdout}\n{started.stderr}",
+                pytrace=False,
+            )
+        yield Stack(mode=mode, env=env, pids=read_pids())
+    finally:
+        stopped = run_stack("down", env, timeout=60)
+        if database is not None:
+            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        assert stopped.returncode == 0, f"make down failed:\n{stopped.stdout}\n{stopped.stderr}"
