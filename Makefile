@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help install up down status logs test test-unit test-integration test-e2e lint fmt clean
+.PHONY: help install up down status logs test test-unit test-members test-integration test-e2e lint fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,10 +24,13 @@ status: ## Show each service: pid, alive, port, ready
 logs: ## Follow the JSON logs (.run/logs/*.log); SERVICE=order to pick one
 	@$(PY) infra/local/stack.py logs $(SERVICE)
 
-test: install test-unit test-integration test-e2e ## Run every test tier (unit, integration, e2e)
+test: install test-unit test-members test-integration test-e2e ## Run every test tier (unit, members alone, integration, e2e)
 
 test-unit: install ## Unit tests: no servers needed
 	@scripts/test.sh unit
+
+test-members: install ## Each workspace member installs alone (uv sync --package) and passes its unit tests
+	@scripts/check-members.sh
 
 test-integration: install ## Integration tests against the real PostgreSQL and Redis
 	@scripts/test.sh integration
@@ -39,6 +42,10 @@ lint: install ## ruff (lint + format check) and mypy --strict on every package
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
 	@.venv/bin/mypy libs/servicekit/src services/*/src gateway/src infra/local
+
+bench: install ## Benchmarks, never part of `make test`: B3 (once), B8 (seed experiments) -> benchmarks/results/
+	@echo "==> B3: once-guarded access vs a module global" && $(PY) benchmarks/b3_once.py
+	@echo "==> B8: the seed's experiments" && $(PY) benchmarks/b8_seed.py
 
 fmt: install ## Format and auto-fix
 	@.venv/bin/ruff format .

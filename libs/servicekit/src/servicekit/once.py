@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -62,7 +62,8 @@ class Once(Generic[T]):
     ) -> None:
         self._factory = factory
         self._lock = threading.Lock()
-        self._value: object = _UNSET
+        # Any, not T: the fast path returns it without a `cast()` call (a real call at runtime).
+        self._value: Any = _UNSET
         self._attempt: _Attempt | None = None
         self.name = name or getattr(factory, "__qualname__", "once")
         #: Successful constructions since creation or the last `reset()` (0 or 1).
@@ -76,7 +77,7 @@ class Once(Generic[T]):
     def peek(self) -> T | None:
         """The value if it is built, else None; never constructs."""
         value = self._value
-        return None if value is _UNSET else cast(T, value)
+        return None if value is _UNSET else value
 
     def _claim(self) -> tuple[bool, _Attempt | None]:
         """Under the lock: (built?, attempt to wait on or None if the caller must build)."""
@@ -100,20 +101,22 @@ class Once(Generic[T]):
 
     def get(self) -> T:
         """Return the value, building it with the (plain) factory on first use."""
-        value = self._value
+        value: T = self._value
         if value is not _UNSET:
-            return cast(T, value)
+            return value
         while True:
             built, attempt = self._claim()
             if built:
-                return cast(T, self._value)
+                built_value: T = self._value
+                return built_value
             if attempt is None:
-                return cast(T, self._build_sync())
+                new_value: T = self._build_sync()
+                return new_value
             attempt.event.wait()
             if attempt.error is not None:
                 raise attempt.error
 
-    def _build_sync(self) -> object:
+    def _build_sync(self) -> Any:
         try:
             value = self._factory()
             if inspect.isawaitable(value):
@@ -129,23 +132,23 @@ class Once(Generic[T]):
 
     async def aget(self) -> T:
         """Return the value, building it (plain or async factory) on first use."""
-        value = self._value
+        value: T = self._value
         if value is not _UNSET:
-            return cast(T, value)
+            return value
         while True:
             built, attempt = self._claim()
             if built:
-                return cast(T, self._value)
+                current: T = self._value
+                return current
             if attempt is None:
                 try:
-                    value = self._factory()
-                    if inspect.isawaitable(value):
-                        value = await value
+                    made = self._factory()
+                    built_value: T = await made if inspect.isawaitable(made) else made
                 except BaseException as exc:
                     self._publish(_UNSET, exc)
                     raise
-                self._publish(value, None)
-                return cast(T, value)
+                self._publish(built_value, None)
+                return built_value
             await self._wait(attempt)
             if attempt.error is not None:
                 raise attempt.error
@@ -164,4 +167,4 @@ class Once(Generic[T]):
         with self._lock:
             value, self._value = self._value, _UNSET
             self.constructions = 0
-        return None if value is _UNSET else cast(T, value)
+        return None if value is _UNSET else value

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Each workspace member must install and pass its unit tests alone: a member that silently
+# relies on another member's dependencies (or imports another app) fails here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+members=(libs/servicekit services/order services/inventory services/payment gateway)
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+
+for dir in "${members[@]}"; do
+  name="$(basename "$dir")"
+  echo "==> $name: uv sync --package $name (alone), unit tests"
+  UV_PROJECT_ENVIRONMENT="$scratch/$name" uv sync --frozen --package "$name" --group dev --quiet
+  "$scratch/$name/bin/python" -m pytest "$dir/tests/unit" -q -p no:cacheprovider --no-header | tail -n 1
+done
