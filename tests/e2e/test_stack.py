@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ import httpx
 import pytest
 
 from .conftest import SERVICES, Stack, run_stack
+
+#: The development service credential (`*_SERVICE_TOKEN` default), used to inspect payment.
+TOKEN = "dev-service-token"
 
 
 def order(
@@ -167,6 +171,78 @@ def test_echoes_request_id_on_success_and_in_problems(stack: Stack) -> None:
         missing = client.get("/api/products/no-such-sku", headers={"X-Request-ID": "e2e-req-2"})
         assert missing.headers["x-request-id"] == "e2e-req-2"
         assert assert_problem(missing, 404)["request_id"] == "e2e-req-2"
+
+
+def test_confirmed_checkout_takes_the_stock_for_good(stack: Stack) -> None:
+    with stack.client() as client:
+        before = available(client, "dripper-ceramic-v60")
+        created = order(client, [{"sku": "dripper-ceramic-v60", "quantity": 3}])
+        assert created.status_code == 201, created.text
+        assert available(client, "dripper-ceramic-v60") == before - 3
+
+
+def test_fifty_concurrent_duplicates_make_one_order_and_one_charge(stack: Stack) -> None:
+    key = secrets.token_hex(16)
+    items = [{"sku": "kettle-gooseneck", "quantity": 1}]
+    with stack.client() as client:
+        before = available(client, "kettle-gooseneck")
+
+    def post(_: int) -> httpx.Response:
+        with stack.client() as own:
+            return order(own, items, key)
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        responses = list(pool.map(post, range(50)))
+
+    created = [r for r in responses if r.status_code == 201]
+    others = [r for r in responses if r.status_code != 201]
+    assert created, [r.text for r in responses[:3]]
+    assert len({r.content for r in created}) == 1, "every 201 must carry the identical body"
+    for response in others:
+        assert_problem(response, 409)
+        assert response.headers["retry-after"]
+    with stack.client() as client:
+        replay = order(client, items, key)
+        assert replay.status_code == 201 and replay.content == created[0].content
+        assert available(client, "kettle-gooseneck") == before - 1
+    order_id = created[0].json()["id"]
+    with stack.client(None, service="payment") as payment:
+        charges = payment.get(
+            "/charges", params={"order_id": order_id}, headers={"X-Service-Token": TOKEN}
+        )
+    assert charges.status_code == 200, charges.text
+    assert [c["status"] for c in charges.json()["items"]] == ["succeeded"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"", 422),
+        (b'{"items": []}', 422),
+        (b'{"items": [{"sku": "french-press-1l", "quantity": -1}]}', 422),
+        (b'{"items": [{"sku": "french-press-1l", "quantity": 1}], "admin": true}', 422),
+        (b'{"items": [{"sku": "french-press-1l", "quantity": 1}]', 400),
+        (
+            b'{"items": [{"sku": "french-press-1l", "quantity": 1}], "pad": "'
+            + b"x" * 200_000
+            + b'"}',
+            413,
+        ),
+    ],
+    ids=["empty", "no-items", "negative", "unknown-field", "malformed", "oversized"],
+)
+def test_bad_order_input_gets_4xx_problem_and_changes_nothing(
+    stack: Stack, body: bytes, status: int
+) -> None:
+    with stack.client() as client:
+        before = available(client, "french-press-1l")
+        response = client.post(
+            "/api/orders",
+            content=body,
+            headers={"Idempotency-Key": secrets.token_hex(16), "Content-Type": "application/json"},
+        )
+        assert_problem(response, status)
+        assert available(client, "french-press-1l") == before
 
 
 def _port_open(port: int) -> bool:
