@@ -245,6 +245,18 @@ def test_bad_order_input_gets_4xx_problem_and_changes_nothing(
         assert available(client, "french-press-1l") == before
 
 
+def test_readiness_checks_the_configured_dependencies(stack: Stack) -> None:
+    with_redis = stack.mode == "postgres+redis"
+    for service in SERVICES:
+        with stack.client(None, service=service) as client:
+            response = client.get("/readyz")
+        assert response.status_code == 200, response.text
+        expected = {"redis"} if with_redis else set()
+        if service != "gateway":
+            expected.add("database")
+        assert set(response.json()["checks"]) == expected, (service, response.text)
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -14,6 +15,7 @@ from servicekit.logs import configure_logging
 from servicekit.metrics import Metrics, MetricsMiddleware
 from servicekit.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from servicekit.recovery import RecoveryMiddleware
+from servicekit.redis_client import create_redis
 from servicekit.settings import ServiceSettings
 
 
@@ -21,7 +23,7 @@ def create_service_app(
     settings: ServiceSettings,
     *,
     title: str,
-    lifespan: Callable[[FastAPI], Any],
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]],
     routers: Iterable[APIRouter],
     internal: bool = True,
     description: str = "",
@@ -33,7 +35,7 @@ def create_service_app(
         title=title,
         version=settings.version,
         description=description,
-        lifespan=lifespan,
+        lifespan=_with_kit_resources(settings, lifespan),
         docs_url="/docs" if development else None,
         redoc_url=None,
         openapi_url="/openapi.json" if development or settings.environment == "test" else None,
@@ -62,3 +64,32 @@ def create_service_app(
     app.add_middleware(RecoveryMiddleware, counter=metrics.recovered_exceptions)
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+def _with_kit_resources(
+    settings: ServiceSettings, lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Any]]]:
+    """Wrap a service's lifespan with what the kit owns: the Redis client, when configured.
+
+    Its state gains `redis` (named after the service; connections open lazily), which
+    `/readyz` checks. The service's own state wins if it already provides one.
+    """
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        redis = (
+            create_redis(settings.redis_url, name=settings.service_name)
+            if settings.redis_url
+            else None
+        )
+        try:
+            async with lifespan(app) as state:
+                merged = dict(state or {})
+                if redis is not None:
+                    merged.setdefault("redis", redis)
+                yield merged
+        finally:
+            if redis is not None:
+                await redis.aclose()
+
+    return run

@@ -41,14 +41,10 @@ def build_app(settings: KitSettings) -> FastAPI:
         database = kit.Database.from_settings(settings)
         async with database.engine.begin() as conn:
             await conn.execute(text("CREATE TABLE IF NOT EXISTS note (value VARCHAR(20))"))
-        state: dict[str, Any] = {"database": database}
-        if settings.redis_url:
-            state["redis"] = kit.create_redis(settings.redis_url, name="kit-it")
+        # No Redis here: the kit opens it when KITIT_REDIS_URL is set and /readyz checks it.
         try:
-            yield state
+            yield {"database": database}
         finally:
-            if "redis" in state:
-                await state["redis"].aclose()
             await database.dispose()
 
     return kit.create_service_app(
