@@ -6,7 +6,9 @@ The last test stops the stack (pytest keeps file order within a fixture paramete
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -265,6 +267,8 @@ def _port_open(port: int) -> bool:
 
 def test_make_down_stops_every_process_and_frees_the_ports(stack: Stack) -> None:
     assert set(stack.pids) == set(SERVICES)
+    # One process has already died (crashed, or killed by hand): down must still stop the rest.
+    os.kill(stack.pids["payment"], signal.SIGKILL)
     stopped = run_stack("down", stack.env, timeout=60)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     for service, pid in stack.pids.items():

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import servicekit as kit
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import StreamingResponse
 from pydantic_settings import SettingsConfigDict
 from servicekit import context
 
@@ -30,6 +31,14 @@ def create_app() -> FastAPI:
     @router.get("/must-get")
     async def read_must_get() -> str:
         return context.must_get(context.CUSTOMER_ID)
+
+    @router.get("/stream-boom")
+    async def read_stream_boom() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first chunk\n"
+            raise RuntimeError("failed after the response started")
+
+        return StreamingResponse(chunks(), media_type="text/plain")
 
     @router.get("/stats")
     async def read_stats() -> dict[str, Any]:

@@ -109,3 +109,19 @@ async def test_ten_thousand_failing_requests_get_500_problems_and_worker_stays_f
     assert len(errors) == 11_000
     assert all("Traceback" in entry["exception"] and entry["request_id"] for entry in errors)
     assert "Exception in ASGI application" not in log.read_text()
+
+
+async def test_error_after_the_response_started_closes_the_connection_and_worker_lives(
+    server: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    url, proc, log = server
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        # Nothing correct can be sent once the body has begun: the connection is cut, so the
+        # client sees an incomplete response instead of a truncated body that looks whole.
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get("/stream-boom")
+        health = await client.get("/healthz")
+    assert health.status_code == 200 and proc.poll() is None
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    logged = [e for e in entries if "failed after the response started" in e.get("exception", "")]
+    assert len(logged) == 1, "logged exactly once (by the server, which closed the connection)"

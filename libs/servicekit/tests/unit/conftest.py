@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 import servicekit as kit
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, BackgroundTasks, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 from servicekit import context
@@ -34,6 +34,13 @@ def build_demo_app(*, internal: bool = True, max_body_bytes: int = 2048) -> Fast
     async def create_item(item: ItemCreate) -> dict[str, Any]:
         writes.append(item.model_dump())
         return {"request_id": context.get(context.REQUEST_ID), **item.model_dump()}
+
+    @router.post("/later", status_code=202)
+    async def create_later(tasks: BackgroundTasks) -> None:
+        def remember() -> None:  # runs after the response, in a worker thread
+            writes.append({"background_request_id": context.get(context.REQUEST_ID)})
+
+        tasks.add_task(remember)
 
     @router.get("/whoami")
     async def read_whoami() -> dict[str, Any]:

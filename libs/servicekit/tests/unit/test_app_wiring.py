@@ -123,3 +123,11 @@ async def test_must_get_on_missing_key_is_a_clean_500_and_counted(demo_app: Fast
         metrics = (await client.get("/metrics")).text
     assert 'servicekit_recovered_exceptions_total{exception="MissingContextError"} 3.0' in metrics
     assert 'http_route="/must-get"' in metrics
+
+
+async def test_background_task_sees_the_request_context() -> None:
+    app = build_demo_app()
+    async with lifespan_client(app, headers=TOKEN) as client:
+        response = await client.post("/later", headers={"X-Request-ID": "req-bg"})
+    assert response.status_code == 202
+    assert app.state.writes == [{"background_request_id": "req-bg"}]
