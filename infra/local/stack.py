@@ -380,7 +380,12 @@ def main(argv: list[str] | None = None) -> int:
     logs.add_argument("-n", type=int, default=0, help="print the last N lines and exit")
     args = parser.parse_args(argv)
     handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "logs": cmd_logs}
-    return handler[args.command](args)
+    try:
+        return handler[args.command](args)
+    except KeyboardInterrupt:
+        # `up` has already stopped whatever it had started (see cmd_up).
+        say("\nInterrupted." + (" Nothing is left running." if args.command == "up" else ""))
+        return 130
 
 
 if __name__ == "__main__":
