@@ -110,6 +110,7 @@ class ServiceClient:
             raise UnavailableError(f"{self.name} unavailable", retry_after=1) from exc
 
     async def aclose(self) -> None:
+        """Close the pooled connections (lifespan exit); the next request would reopen them."""
         client = self._client.reset()
         if client is not None:
             await client.aclose()

@@ -101,6 +101,7 @@ class Database:
 
     @property
     def is_sqlite(self) -> bool:
+        """True for the embedded default (some SQL differs, e.g. upserts)."""
         return self.engine.dialect.name == "sqlite"
 
     async def ping(self) -> None:
@@ -115,6 +116,7 @@ class Database:
             yield session
 
     async def dispose(self) -> None:
+        """Close every pooled connection (lifespan exit)."""
         await self.engine.dispose()
 
 

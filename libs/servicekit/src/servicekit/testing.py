@@ -41,11 +41,13 @@ class FakeClock:
         return self.now
 
     def advance(self, seconds: float) -> None:
+        """Move time forward by `seconds`."""
         self.now += seconds
 
 
 @pytest.fixture
 def fake_clock() -> FakeClock:
+    """A `FakeClock` at t=1000 s; inject it where code takes a `clock` callable."""
     return FakeClock()
 
 
