@@ -6,6 +6,7 @@ One import surface; the modules behind it are small and have one concern each.
 from servicekit import context
 from servicekit.app import create_service_app
 from servicekit.auth import ServiceAuthMiddleware, token_matches
+from servicekit.background import run_periodically
 from servicekit.client import (
     CUSTOMER_HEADER,
     SERVICE_TOKEN_HEADER,
@@ -71,6 +72,7 @@ __all__ = [
     "problem_body",
     "problem_response",
     "propagation_headers",
+    "run_periodically",
     "token_matches",
     "translate_db_errors",
 ]

@@ -37,6 +37,7 @@ EXPECTED = {
     "problem_body",
     "problem_response",
     "propagation_headers",
+    "run_periodically",
     "token_matches",
     "translate_db_errors",
 }

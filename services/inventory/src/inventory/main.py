@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TypedDict
 
 from fastapi import FastAPI
-from servicekit import Database, create_service_app
+from servicekit import Database, create_service_app, run_periodically
 
 from inventory.config import InventorySettings
 from inventory.repository import unit_of_work
@@ -25,19 +24,16 @@ class State(TypedDict):
     clock: Clock
 
 
-async def run_sweeper(database: Database, interval: float, clock: Clock) -> None:
-    """Expire overdue reservations every `interval` seconds until cancelled."""
+def sweeper(database: Database, clock: Clock) -> Callable[[], Awaitable[None]]:
+    """One sweep: expire overdue reservations (run_periodically retries a failed one)."""
     uow = unit_of_work(database)
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            expired = await sweep_expired(uow, clock)
-        except Exception:
-            # A failed sweep (database restarting, say) is retried next tick, never fatal.
-            logger.exception("reservation sweep failed; retrying in %.1fs", interval)
-            continue
+
+    async def sweep() -> None:
+        expired = await sweep_expired(uow, clock)
         if expired:
             logger.info("expired %d reservation(s)", expired)
+
+    return sweep
 
 
 def create_app(settings: InventorySettings | None = None, *, clock: Clock = utc_now) -> FastAPI:
@@ -47,16 +43,16 @@ def create_app(settings: InventorySettings | None = None, *, clock: Clock = utc_
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         database = Database.from_settings(settings)
-        sweeper = asyncio.create_task(
-            run_sweeper(database, settings.reservation_sweep_seconds, clock),
-            name="inventory-reservation-sweeper",
-        )
+        interval = settings.reservation_sweep_seconds
         try:
-            yield {"database": database, "settings": settings, "clock": clock}
+            async with run_periodically(
+                sweeper(database, clock),
+                name="reservation-sweeper",
+                interval=interval,
+                first_delay=interval,
+            ):
+                yield {"database": database, "settings": settings, "clock": clock}
         finally:
-            sweeper.cancel()
-            with suppress(asyncio.CancelledError):
-                await sweeper
             await database.dispose()
 
     app: FastAPI = create_service_app(

@@ -5,15 +5,13 @@ Run with `uvicorn order.main:create_app --factory --port 8001`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
 import httpx
 from fastapi import FastAPI
-from servicekit import Database, ServiceClient, create_service_app
+from servicekit import Database, ServiceClient, create_service_app, run_periodically
 
 from order import service
 from order.clients import InventoryClient, PaymentClient
@@ -62,20 +60,17 @@ def create_app(
         checkout = Checkout(
             database, inventory, payment, reservation_ttl_seconds=settings.reservation_ttl_seconds
         )
-        # Start-up pass, then periodic: sagas left behind by a crash get finished or undone.
-        recovery = asyncio.create_task(
-            service.run_recovery_loop(
-                checkout,
-                interval_seconds=settings.saga_recovery_interval_seconds,
-                stale_seconds=settings.saga_stale_seconds,
-            )
-        )
+
+        async def recover() -> None:
+            await service.recover_sagas(checkout, stale_seconds=settings.saga_stale_seconds)
+
         try:
-            yield {"database": database, "settings": settings, "checkout": checkout}
+            # Start-up pass, then periodic: sagas left behind by a crash get finished or undone.
+            async with run_periodically(
+                recover, name="saga-recovery", interval=settings.saga_recovery_interval_seconds
+            ):
+                yield {"database": database, "settings": settings, "checkout": checkout}
         finally:
-            recovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recovery
             await inventory.aclose()
             await payment.aclose()
             await database.dispose()

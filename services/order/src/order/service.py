@@ -7,12 +7,10 @@ record and get the stored answer, 409 while it runs, or 422 when the body differ
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from datetime import timedelta
 
-from servicekit import context
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -129,18 +127,3 @@ async def recover_sagas(checkout: Checkout, *, stale_seconds: float) -> int:
             # One saga's trouble must not stop the others; it is retried on the next pass.
             logger.exception("recovery of order %s failed", order.id)
     return tried
-
-
-async def run_recovery_loop(
-    checkout: Checkout, *, interval_seconds: float, stale_seconds: float
-) -> None:
-    """Recover once now, then every `interval_seconds` (0: only once)."""
-    while True:
-        with context.request_scope({context.REQUEST_ID: f"recovery-{uuid.uuid4().hex[:12]}"}):
-            try:
-                await recover_sagas(checkout, stale_seconds=stale_seconds)
-            except Exception:
-                logger.exception("saga recovery pass failed")
-        if interval_seconds <= 0:
-            return
-        await asyncio.sleep(interval_seconds)
