@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, Header, Path, Query, Request
-from servicekit import CUSTOMER_HEADER
+from servicekit import CUSTOMER_HEADER, problem_responses
 from starlette.responses import Response
 
 from gateway.dependencies import ApiKeyDep, InventoryDep, OrderDep
@@ -20,10 +20,9 @@ from gateway.schemas import (
     OrderPublic,
     ProductPage,
     ProductPublic,
-    problems,
 )
 
-router = APIRouter(prefix="/api", responses=problems(401, 403, 503))
+router = APIRouter(prefix="/api", responses=problem_responses(401, 403, 503))
 
 
 def _relay(upstream: httpx.Response) -> Response:
@@ -41,7 +40,7 @@ def _upstream_headers(request: Request, api_key: ApiKey) -> dict[str, str]:
     return headers
 
 
-@router.get("/products", response_model=ProductPage, responses=problems(422))
+@router.get("/products", response_model=ProductPage, responses=problem_responses(422))
 async def list_products(
     request: Request,
     api_key: ApiKeyDep,
@@ -57,7 +56,7 @@ async def list_products(
     return _relay(upstream)
 
 
-@router.get("/products/{sku}", response_model=ProductPublic, responses=problems(404, 422))
+@router.get("/products/{sku}", response_model=ProductPublic, responses=problem_responses(404, 422))
 async def read_product(
     request: Request,
     api_key: ApiKeyDep,
@@ -75,7 +74,7 @@ async def read_product(
     "/orders",
     status_code=201,
     response_model=OrderPublic,
-    responses=problems(400, 402, 404, 409, 413, 422),
+    responses=problem_responses(400, 402, 404, 409, 413, 422),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -100,7 +99,7 @@ async def create_order(
     return _relay(upstream)
 
 
-@router.get("/orders/{order_id}", response_model=OrderPublic, responses=problems(404, 422))
+@router.get("/orders/{order_id}", response_model=OrderPublic, responses=problem_responses(404, 422))
 async def read_order(
     request: Request,
     api_key: ApiKeyDep,

@@ -41,17 +41,6 @@ class OrderPublic(BaseModel):
     created_at: str
 
 
-class Problem(BaseModel):
-    """RFC 9457 problem document."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    request_id: str | None
-    trace_id: str | None
-
-
 ORDER_CREATE_SCHEMA: dict[str, Any] = {
     "title": "OrderCreate",
     "type": "object",
@@ -73,8 +62,3 @@ ORDER_CREATE_SCHEMA: dict[str, Any] = {
         }
     },
 }
-
-
-def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for problem+json answers."""
-    return {s: {"model": Problem, "content": {"application/problem+json": {}}} for s in statuses}

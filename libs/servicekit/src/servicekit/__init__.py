@@ -22,6 +22,7 @@ from servicekit.errors import (
     NotFoundError,
     PayloadTooLargeError,
     PaymentRequiredError,
+    ProblemDocument,
     ServiceError,
     TooManyRequestsError,
     UnauthorizedError,
@@ -29,6 +30,7 @@ from servicekit.errors import (
     UnprocessableError,
     problem_body,
     problem_response,
+    problem_responses,
 )
 from servicekit.logs import configure_logging
 from servicekit.metrics import Metrics
@@ -51,6 +53,7 @@ __all__ = [
     "Once",
     "PayloadTooLargeError",
     "PaymentRequiredError",
+    "ProblemDocument",
     "RecoveryMiddleware",
     "ServiceAuthMiddleware",
     "ServiceClient",
@@ -71,6 +74,7 @@ __all__ = [
     "must_get",
     "problem_body",
     "problem_response",
+    "problem_responses",
     "propagation_headers",
     "run_periodically",
     "token_matches",

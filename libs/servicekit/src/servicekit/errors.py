@@ -25,6 +25,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -39,11 +40,14 @@ class ServiceError(Exception):
     status: int = 500
     title: str = "Internal Server Error"
     slug: str = "internal"
+    #: Seconds for `Retry-After`; set on a subclass to make it that error's default.
+    retry_after: int | None = None
 
     def __init__(
         self,
         detail: str = "",
         *,
+        retry_after: int | None = None,
         headers: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
@@ -51,6 +55,21 @@ class ServiceError(Exception):
         self.detail = detail or self.title
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
+        seconds = retry_after if retry_after is not None else self.retry_after
+        if seconds is not None:
+            self.headers.setdefault("Retry-After", str(max(1, int(seconds))))
+
+    def to_body(self) -> bytes:
+        """The problem document for this error, with the current request and trace ids."""
+        return problem_body(
+            self.status, self.detail, title=self.title, slug=self.slug, extra=self.extra
+        )
+
+    def to_response(self) -> Response:
+        """This error as a problem+json response (what the exception handler sends)."""
+        return Response(
+            self.to_body(), status_code=self.status, headers=self.headers, media_type=PROBLEM_JSON
+        )
 
 
 class BadRequestError(ServiceError):
@@ -85,18 +104,12 @@ class UnprocessableError(ServiceError):
     status, title, slug = 422, "Unprocessable Content", "unprocessable"
 
 
-class _RetryAfterError(ServiceError):
-    def __init__(self, detail: str = "", *, retry_after: int = 1, **kwargs: Any) -> None:
-        super().__init__(detail, **kwargs)
-        self.headers.setdefault("Retry-After", str(max(1, int(retry_after))))
+class TooManyRequestsError(ServiceError):
+    status, title, slug, retry_after = 429, "Too Many Requests", "too-many-requests", 1
 
 
-class TooManyRequestsError(_RetryAfterError):
-    status, title, slug = 429, "Too Many Requests", "too-many-requests"
-
-
-class UnavailableError(_RetryAfterError):
-    status, title, slug = 503, "Service Unavailable", "unavailable"
+class UnavailableError(ServiceError):
+    status, title, slug, retry_after = 503, "Service Unavailable", "unavailable", 1
 
 
 _TITLES = {
@@ -170,9 +183,7 @@ def _validation_detail(errors: list[dict[str, Any]]) -> tuple[bool, str, list[di
 
 async def _service_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
-    return problem_response(
-        exc.status, exc.detail, title=exc.title, slug=exc.slug, headers=exc.headers, extra=exc.extra
-    )
+    return exc.to_response()
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
@@ -186,6 +197,24 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
 async def _http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     return problem_response(exc.status_code, str(exc.detail), headers=exc.headers or {})
+
+
+class ProblemDocument(BaseModel):
+    """RFC 9457 problem document, as every error of the kit is answered (for OpenAPI)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    request_id: str | None
+    trace_id: str | None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting problem+json answers for `statuses`."""
+    return {
+        status: {"model": ProblemDocument, "content": {PROBLEM_JSON: {}}} for status in statuses
+    }
 
 
 def install_error_handlers(app: FastAPI) -> None:

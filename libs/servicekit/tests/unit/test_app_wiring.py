@@ -131,3 +131,18 @@ async def test_background_task_sees_the_request_context() -> None:
         response = await client.post("/later", headers={"X-Request-ID": "req-bg"})
     assert response.status_code == 202
     assert app.state.writes == [{"background_request_id": "req-bg"}]
+
+
+def test_retry_after_is_a_class_default_any_error_can_set() -> None:
+    from servicekit import ConflictError, UnavailableError
+
+    class Busy(ConflictError):
+        slug, retry_after = "busy", 2
+
+    assert Busy().headers == {"Retry-After": "2"}
+    assert Busy(retry_after=5).headers == {"Retry-After": "5"}
+    assert UnavailableError().headers == {"Retry-After": "1"}
+    assert ConflictError().headers == {}
+    response = Busy("try later").to_response()
+    assert response.status_code == 409 and response.headers["retry-after"] == "2"
+    assert response.media_type == "application/problem+json"

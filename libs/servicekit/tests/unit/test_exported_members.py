@@ -36,6 +36,8 @@ EXPECTED = {
     "must_get",
     "problem_body",
     "problem_response",
+    "problem_responses",
+    "ProblemDocument",
     "propagation_headers",
     "run_periodically",
     "token_matches",

@@ -22,8 +22,6 @@ UnavailableError
 
 from __future__ import annotations
 
-from typing import Any
-
 from servicekit import (
     BadRequestError,
     ConflictError,
@@ -60,11 +58,7 @@ class OutOfStockError(ConflictError):
 
 
 class RequestInFlightError(ConflictError):
-    slug, title = "request-in-flight", "Request in flight"
-
-    def __init__(self, detail: str = "", **kwargs: Any) -> None:
-        super().__init__(detail, **kwargs)
-        self.headers.setdefault("Retry-After", "1")
+    slug, title, retry_after = "request-in-flight", "Request in flight", 1
 
 
 class IdempotencyKeyReusedError(UnprocessableError):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
-from servicekit import SessionDep
+from servicekit import SessionDep, problem_responses
 from starlette.responses import Response
 
 from order import service
@@ -14,14 +12,12 @@ from order.schemas import OrderCreate, OrderPublic
 
 router = APIRouter(tags=["orders"])
 
-_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
-
 
 @router.post(
     "/orders",
     status_code=201,
     response_model=OrderPublic,
-    responses={status: _PROBLEM for status in (400, 401, 402, 409, 413, 422, 503)},
+    responses=problem_responses(400, 401, 402, 409, 413, 422, 503),
 )
 async def create_order(
     customer: CustomerDep, key: IdempotencyKeyDep, checkout: CheckoutDep, body: OrderCreate
@@ -35,9 +31,7 @@ async def create_order(
     )
 
 
-@router.get(
-    "/orders/{order_id}", response_model=OrderPublic, responses={404: _PROBLEM, 401: _PROBLEM}
-)
+@router.get("/orders/{order_id}", response_model=OrderPublic, responses=problem_responses(401, 404))
 async def read_order(order_id: str, customer: CustomerDep, session: SessionDep) -> OrderPublic:
     """Read one of the caller's orders."""
     return await service.read_order(session, customer, order_id)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from servicekit import Database, ServiceError, UnavailableError
-from servicekit.errors import problem_body
 
 from order import repository
 from order.clients import InventoryClient, PaymentClient, Rejected
@@ -109,7 +108,7 @@ async def fail(
         if answer is None:
             await repository.delete_record_for_order(session, order_id)
         else:
-            body = problem_body(answer.status, answer.detail, title=answer.title, slug=answer.slug)
+            body = answer.to_body()
             await repository.complete_record(
                 session, order_id, answer.status, body.decode(), checkout.clock()
             )

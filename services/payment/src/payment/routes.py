@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from servicekit import ServiceError, problem_response
+from servicekit import problem_responses
 
 from payment.dependencies import ChargeServiceDep, IdempotencyKeyDep, inject_faults
 from payment.exceptions import PaymentDeclinedError
@@ -14,25 +14,12 @@ from payment.schemas import ChargeCreate, ChargeList, ChargePublic
 
 router = APIRouter(prefix="/charges", tags=["charges"], dependencies=[Depends(inject_faults)])
 
-_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
-
-
-def _render(error: ServiceError) -> Response:
-    return problem_response(
-        error.status,
-        error.detail,
-        title=error.title,
-        slug=error.slug,
-        headers=error.headers,
-        extra=error.extra,
-    )
-
 
 @router.post(
     "",
     response_model=ChargePublic,
     status_code=201,
-    responses={200: {"model": ChargePublic}, 400: _PROBLEM, 402: _PROBLEM, 422: _PROBLEM},
+    responses={200: {"model": ChargePublic}, **problem_responses(400, 402, 422)},
 )
 async def create_charge(
     body: ChargeCreate, key: IdempotencyKeyDep, service: ChargeServiceDep, response: Response
@@ -43,12 +30,10 @@ async def create_charge(
     if outcome.declined:
         # Returned, not raised: raising would roll back the unit of work, and a declined
         # charge must stay recorded so its replays answer 402 too.
-        return _render(
-            PaymentDeclinedError(
-                "the payment provider declined this charge",
-                extra={"charge": charge.model_dump(mode="json")},
-            )
-        )
+        return PaymentDeclinedError(
+            "the payment provider declined this charge",
+            extra={"charge": charge.model_dump(mode="json")},
+        ).to_response()
     response.status_code = 201 if outcome.created else 200
     return charge
 
@@ -62,14 +47,14 @@ async def list_charges(
     return ChargeList(items=[ChargePublic.model_validate(c) for c in charges])
 
 
-@router.get("/{charge_id}", response_model=ChargePublic, responses={404: _PROBLEM})
+@router.get("/{charge_id}", response_model=ChargePublic, responses=problem_responses(404))
 async def read_charge(charge_id: uuid.UUID, service: ChargeServiceDep) -> ChargePublic:
     """Read one charge."""
     return ChargePublic.model_validate(await service.read_charge(str(charge_id)))
 
 
 @router.post(
-    "/{charge_id}/refund", response_model=ChargePublic, responses={404: _PROBLEM, 409: _PROBLEM}
+    "/{charge_id}/refund", response_model=ChargePublic, responses=problem_responses(404, 409)
 )
 async def refund_charge(charge_id: uuid.UUID, service: ChargeServiceDep) -> ChargePublic:
     """Refund a charge (idempotent: a refunded charge is answered as is)."""
