@@ -44,6 +44,7 @@ lint: install ## ruff (lint + format check) and mypy --strict on every package
 	@.venv/bin/mypy libs/servicekit/src services/*/src gateway/src infra/local
 
 bench: install ## Benchmarks, never part of `make test`: B3 (once), B8 (seed experiments) -> benchmarks/results/
+	@scripts/system-packages.sh bench
 	@echo "==> B3: once-guarded access vs a module global" && $(PY) benchmarks/b3_once.py
 	@echo "==> B8: the seed's experiments" && $(PY) benchmarks/b8_seed.py
 

@@ -15,5 +15,7 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 command -v uv >/dev/null || { echo "uv is still not on PATH; install it: https://docs.astral.sh/uv/" >&2; exit 1; }
 
+scripts/system-packages.sh
+
 # --frozen: install exactly what uv.lock says; a stale lock is an error, not a silent update.
 uv sync --frozen --all-packages --quiet

@@ -2,8 +2,9 @@
 
     python infra/local/stack.py up | down | status | logs [service] [-n N]
 
-State lives in `.run/` at the repo root: `pids/<service>.pid`, `logs/<service>.log` and the
-default SQLite files. Configuration is the environment, passed through to every service, so
+State lives in `.run/` at the repo root (STACK_RUN_DIR moves it, so a test can run a private
+stack beside yours): `pids/<service>.pid`, `logs/<service>.log` and the default SQLite files.
+Configuration is the environment, passed through to every service, so
 `ORDER_DATABASE_URL=postgresql://...` or `INVENTORY_REDIS_URL=redis://...` switch backends.
 Ports: ORDER_PORT, INVENTORY_PORT, PAYMENT_PORT, GATEWAY_PORT (defaults 8001-8003, 8000).
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-RUN = REPO / ".run"
+RUN = Path(os.environ.get("STACK_RUN_DIR") or REPO / ".run").resolve()
 PIDS = RUN / "pids"
 LOGS = RUN / "logs"
 HOST = "127.0.0.1"
@@ -55,7 +56,7 @@ class Service:
 
     @property
     def database_url(self) -> str:
-        default = f"sqlite:///.run/{self.name}.db"
+        default = f"sqlite:///{RUN / self.name}.db"
         return os.environ.get(f"{self.prefix}_DATABASE_URL", default)
 
     @property
@@ -74,6 +75,11 @@ ORDER = Service("order", 8001, True)
 GATEWAY = Service("gateway", 8000, False)
 SERVICES = (INVENTORY, PAYMENT, ORDER, GATEWAY)
 BY_NAME = {s.name: s for s in SERVICES}
+
+
+def shown(path: Path) -> str:
+    """A path as the user should read it: relative to the repo when it is inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def say(message: str) -> None:
@@ -257,7 +263,7 @@ def print_banner() -> None:
     say("\nStack is up.")
     for service in SERVICES:
         say(f"  {service.name:<10} {service.url}")
-    say(f"  logs       {LOGS.relative_to(REPO)}/<service>.log   (stack.py logs [service])")
+    say(f"  logs       {shown(LOGS)}/<service>.log   (stack.py logs [service])")
     say(f"\nAPI key: {key}\nTry a checkout:\n")
     say(
         f"curl -sS -X POST {GATEWAY.url}/api/orders \\\n"
@@ -299,7 +305,7 @@ def cmd_up(_: argparse.Namespace) -> int:
     if failed is not None:
         # Only what this run wrote: the log file is appended to across runs.
         lines = tail(failed.log_file, 20, since=log_starts[failed])
-        say(f"\nLast 20 lines of {failed.log_file.relative_to(REPO)} from this run:")
+        say(f"\nLast 20 lines of {shown(failed.log_file)} from this run:")
         say("".join(lines).rstrip() or "(no output yet: still starting?)")
         say("\nStopping what was started.")
         stop(list(started))
