@@ -11,31 +11,164 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from servicekit import context
+
 #: Latency buckets (seconds) around a 10 ms - 2 s service SLO.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+def traffic() -> str:
+    """`shadow` for dyed load-test traffic, else `live`: the label that keeps tests out of SLOs."""
+    return "shadow" if context.get(context.SHADOW) else "live"
+
+
 class Metrics:
-    """The metrics every service exports, in a registry of its own."""
+    """The metrics every service exports, in a registry of its own.
+
+    This class is the list of names: dashboards, recording rules and alerts refer to them, and
+    the Prometheus test in `tests/observability` fails on any name that exports no data.
+    """
 
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        # --- HTTP server (OTel semconv http.server.*) -------------------------------------
         self.request_duration = Histogram(
             "http_server_request_duration_seconds",
             "Duration of HTTP server requests.",
-            ["http_request_method", "http_route", "http_response_status_code"],
+            ["http_request_method", "http_route", "http_response_status_code", "traffic"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=r,
         )
         self.active_requests = Gauge(
-            "http_server_active_requests", "HTTP server requests in flight.", registry=self.registry
+            "http_server_active_requests", "HTTP server requests in flight.", registry=r
         )
+        # --- HTTP client (OTel semconv http.client.*), one series set per downstream --------
+        self.client_duration = Histogram(
+            "http_client_request_duration_seconds",
+            "Duration of outbound HTTP requests, by downstream service.",
+            ["server_address", "http_request_method", "http_response_status_code"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.client_retries = Counter(
+            "servicekit_client_retries",
+            "Outbound retries, by downstream and outcome (sent, budget_exhausted).",
+            ["server_address", "outcome"],
+            registry=r,
+        )
+        # --- Circuit breakers ---------------------------------------------------------------
+        self.breaker_state = Gauge(
+            "servicekit_breaker_state",
+            "Circuit breaker state per dependency: 0 closed, 1 half-open, 2 open.",
+            ["dependency"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "servicekit_breaker_transitions",
+            "Circuit breaker state changes.",
+            ["dependency", "from_state", "to_state"],
+            registry=r,
+        )
+        self.breaker_calls = Counter(
+            "servicekit_breaker_calls",
+            "Calls through a breaker by outcome (success, failure, slow, rejected).",
+            ["dependency", "outcome"],
+            registry=r,
+        )
+        # --- Load shedding, by tier (access, service, data) ---------------------------------
+        self.shed_requests = Counter(
+            "servicekit_shed_requests",
+            "Requests refused by load shedding, by tier and reason.",
+            ["tier", "reason", "traffic"],
+            registry=r,
+        )
+        self.degraded_responses = Counter(
+            "servicekit_degraded_responses",
+            "Responses served in degraded mode (X-Degraded), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.degraded_mode = Gauge(
+            "servicekit_degraded_mode", "1 while reads are served from cache.", registry=r
+        )
+        self.read_only_mode = Gauge(
+            "servicekit_read_only_mode", "1 while the data tier refuses writes.", registry=r
+        )
+        self.concurrency_limit = Gauge(
+            "servicekit_concurrency_limit", "Hard concurrency limit of this process.", registry=r
+        )
+        # --- Database pool (OTel semconv db.client.connection.*) ----------------------------
+        self.db_connections = Gauge(
+            "db_client_connection_count",
+            "Pool connections by state (idle, used).",
+            ["pool_name", "state"],
+            registry=r,
+        )
+        self.db_connections_max = Gauge(
+            "db_client_connection_max",
+            "Most connections the pool may open (size + overflow).",
+            ["pool_name"],
+            registry=r,
+        )
+        self.db_overflow = Gauge(
+            "db_client_connection_overflow",
+            "Connections open beyond the pool size.",
+            ["pool_name"],
+            registry=r,
+        )
+        self.db_wait_time = Histogram(
+            "db_client_connection_wait_time_seconds",
+            "Time spent waiting for a pool connection.",
+            ["pool_name"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.db_timeouts = Counter(
+            "db_client_connection_timeouts",
+            "Pool checkouts that gave up waiting.",
+            ["pool_name"],
+            registry=r,
+        )
+        # --- Cache ---------------------------------------------------------------------------
+        self.cache_requests = Counter(
+            "servicekit_cache_requests",
+            "Cache lookups by cache and result (hit, miss, error).",
+            ["cache", "result"],
+            registry=r,
+        )
+        # --- Business ------------------------------------------------------------------------
+        self.idempotent_replays = Counter(
+            "servicekit_idempotent_replays",
+            "Requests answered from a stored idempotency record.",
+            ["traffic"],
+            registry=r,
+        )
+        self.saga_outcomes = Counter(
+            "servicekit_saga_outcomes",
+            "Checkout sagas by final outcome (confirmed, declined, out_of_stock, failed).",
+            ["outcome", "traffic"],
+            registry=r,
+        )
+        self.saga_compensations = Counter(
+            "servicekit_saga_compensations",
+            "Compensating actions run (release, refund).",
+            ["action", "traffic"],
+            registry=r,
+        )
+        # --- Kit internals -------------------------------------------------------------------
         self.recovered_exceptions = Counter(
             "servicekit_recovered_exceptions",
             "Exceptions turned into 500 by the recovery middleware.",
             ["exception"],
-            registry=self.registry,
+            registry=r,
+        )
+        self.once_constructions = Counter(
+            "servicekit_once_constructions",
+            "Objects built by Once (clients, pools): one each per process is the healthy value.",
+            ["name"],
+            registry=r,
         )
 
 
@@ -71,5 +204,5 @@ class MetricsMiddleware:
         finally:
             self.metrics.active_requests.dec()
             self.metrics.request_duration.labels(
-                scope["method"], _route_of(scope), str(status)
+                scope["method"], _route_of(scope), str(status), traffic()
             ).observe(time.perf_counter() - start)
