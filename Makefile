@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help install up down status logs test test-unit test-members test-integration test-e2e lint fmt bench clean
+.PHONY: help install up down status logs trace test test-unit test-members test-integration test-fuzz test-e2e test-chaos test-observability lint fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,7 +24,10 @@ status: ## Show each service: pid, alive, port, ready
 logs: ## Follow the JSON logs (.run/logs/*.log); SERVICE=order to pick one
 	@$(PY) infra/local/stack.py logs $(SERVICE)
 
-test: install test-unit test-members test-integration test-e2e ## Run every test tier (unit, members alone, integration, e2e)
+trace: ## Print a trace as a waterfall from .run/traces (the latest; TRACE=<id> for one)
+	@$(PY) -m servicekit.traces $(TRACE)
+
+test: install test-unit test-members test-integration test-fuzz test-e2e test-observability test-chaos ## Run every test tier (unit, members alone, integration, fuzz, e2e, observability, chaos)
 
 test-unit: install ## Unit tests: no servers needed
 	@scripts/test.sh unit
@@ -35,17 +38,32 @@ test-members: install ## Each workspace member installs alone (uv sync --package
 test-integration: install ## Integration tests against the real PostgreSQL and Redis
 	@scripts/test.sh integration
 
+test-fuzz: install ## schemathesis on every app's OpenAPI, in-process (all checks, positive + negative, stateful)
+	@scripts/test.sh fuzz
+
 test-e2e: install ## End-to-end: start the stack with `make up` (SQLite, then PostgreSQL + Redis), drive it over HTTP
 	@scripts/test.sh e2e
 
-lint: install ## ruff (lint + format check) and mypy --strict on every package
+test-observability: install ## promtool checks and tests; a real Prometheus scraping a private stack: every panel and rule has data
+	@scripts/test.sh observability
+
+test-chaos: install ## Chaos: kill/hang/flood a private stack (own PostgreSQL + Redis), check every invariant
+	@scripts/test.sh chaos
+
+lint: install ## ruff (lint + format check), mypy --strict, bandit and pip-audit
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
 	@.venv/bin/mypy libs/servicekit/src services/*/src gateway/src infra/local
+	@scripts/security-lint.sh
 
 bench: install ## Benchmarks, never part of `make test`: B3 (once), B8 (seed experiments) -> benchmarks/results/
 	@scripts/system-packages.sh bench
+	@echo "==> B1: middleware stack vs bare FastAPI (wrk, real uvicorn)" && $(PY) benchmarks/b1_middleware.py
+	@echo "==> B2: tracing on at the default sampling vs bare FastAPI" && $(PY) benchmarks/b2_tracing.py
 	@echo "==> B3: once-guarded access vs a module global" && $(PY) benchmarks/b3_once.py
+	@echo "==> B4: overload at 1x/2x/4x capacity, open loop, shedding on and off" && $(PY) benchmarks/b4_overload.py
+	@echo "==> B5: breaker fast fail and closed-breaker throughput" && $(PY) benchmarks/b5_breaker.py
+	@echo "==> B6: Redis stalled or gone, latency of requests that do not need it" && $(PY) benchmarks/b6_redis_outage.py
 	@echo "==> B8: the seed's experiments" && $(PY) benchmarks/b8_seed.py
 
 fmt: install ## Format and auto-fix

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Run one test tier (unit | integration | e2e) with pytest; every tier must find tests.
+# Run one test tier (unit | integration | e2e | fuzz | chaos | observability) with pytest; every tier must find tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tier="${1:?usage: scripts/test.sh unit|integration|e2e [pytest args]}"
+tier="${1:?usage: scripts/test.sh unit|integration|e2e|fuzz|chaos|observability [pytest args]}"
 shift
 
 case "$tier" in
-  unit)        paths=(tests/architecture libs/*/tests/unit services/*/tests/unit gateway/tests/unit) ;;
+  unit)        paths=(tests/architecture tests/security libs/*/tests/unit services/*/tests/unit gateway/tests/unit) ;;
   integration) paths=(libs/*/tests/integration services/*/tests/integration gateway/tests/integration) ;;
   e2e)         paths=(tests/e2e) ;;
-  *) echo "unknown tier: $tier (expected unit, integration or e2e)" >&2; exit 2 ;;
+  fuzz)        paths=(tests/fuzz) ;;
+  chaos)       paths=(tests/chaos) ;;
+  observability) paths=(tests/observability) ;;
+  *) echo "unknown tier: $tier (expected unit, integration, e2e, fuzz, chaos or observability)" >&2; exit 2 ;;
 esac
 
 existing=()

@@ -3,7 +3,8 @@
     python infra/local/stack.py up | down | status | logs [service] [-n N]
 
 State lives in `.run/` at the repo root (STACK_RUN_DIR moves it, so a test can run a private
-stack beside yours): `pids/<service>.pid`, `logs/<service>.log` and the default SQLite files.
+stack beside yours): `pids/<service>.pid`, `logs/<service>.log`, `traces/<service>.jsonl`
+(spans, printed by `make trace`) and the default SQLite files.
 Configuration is the environment, passed through to every service, so
 `ORDER_DATABASE_URL=postgresql://...` or `INVENTORY_REDIS_URL=redis://...` switch backends.
 Ports: ORDER_PORT, INVENTORY_PORT, PAYMENT_PORT, GATEWAY_PORT (defaults 8001-8003, 8000).
@@ -27,10 +28,13 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_local import LocalPrometheus
+
 REPO = Path(__file__).resolve().parents[2]
 RUN = Path(os.environ.get("STACK_RUN_DIR") or REPO / ".run").resolve()
 PIDS = RUN / "pids"
 LOGS = RUN / "logs"
+TRACES = RUN / "traces"
 HOST = "127.0.0.1"
 READY_TIMEOUT = float(os.environ.get("STACK_READY_TIMEOUT", "60"))
 STOP_TIMEOUT = 10.0
@@ -182,6 +186,18 @@ def child_env() -> dict[str, str]:
     env.setdefault("ORDER_PAYMENT_URL", PAYMENT.url)
     env.setdefault("GATEWAY_INVENTORY_URL", INVENTORY.url)
     env.setdefault("GATEWAY_ORDER_URL", ORDER.url)
+    env.setdefault("GATEWAY_PAYMENT_URL", PAYMENT.url)
+    # Traces without a backend: each service appends its spans to .run/traces/<service>.jsonl
+    # (`make trace` prints one). Locally every request is traced, and spans reach the file
+    # within half a second; the standard OTEL_* variables, when set, win.
+    for service in SERVICES:
+        env.setdefault(f"{service.prefix}_TRACES_FILE", str(TRACES / f"{service.name}.jsonl"))
+        if service.has_database:
+            # The database that was migrated (under STACK_RUN_DIR too), not the app's default.
+            env[f"{service.prefix}_DATABASE_URL"] = service.database_url
+    if "OTEL_TRACES_SAMPLER" not in env and "OTEL_TRACES_SAMPLER_ARG" not in env:
+        env["OTEL_TRACES_SAMPLER"] = "parentbased_always_on"
+    env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "500")
     return env
 
 
@@ -258,12 +274,19 @@ def demo_key() -> str:
     return configured or "demo-key"
 
 
-def print_banner() -> None:
+def prometheus() -> LocalPrometheus:
+    """The optional local Prometheus (infra/local/prometheus_local.py), on this run's ports."""
+    return LocalPrometheus(RUN, HOST, {s.default_port: s.port for s in SERVICES})
+
+
+def print_banner(metrics: str) -> None:
     key = demo_key()
     say("\nStack is up.")
     for service in SERVICES:
         say(f"  {service.name:<10} {service.url}")
     say(f"  logs       {shown(LOGS)}/<service>.log   (stack.py logs [service])")
+    say(f"  traces     {shown(TRACES)}/<service>.jsonl   (make trace [TRACE=<id>])")
+    say(f"  prometheus {metrics}")
     say(f"\nAPI key: {key}\nTry a checkout:\n")
     say(
         f"curl -sS -X POST {GATEWAY.url}/api/orders \\\n"
@@ -299,6 +322,8 @@ def cmd_up(_: argparse.Namespace) -> int:
         for service in SERVICES:
             started[service] = start(service, env)
         failed = wait_ready(started)
+        # Optional, never fatal; started last, once there is something to scrape.
+        metrics = prometheus().start() if failed is None else ""
     except BaseException:
         stop(list(started))
         raise
@@ -310,7 +335,7 @@ def cmd_up(_: argparse.Namespace) -> int:
         say("\nStopping what was started.")
         stop(list(started))
         return 1
-    print_banner()
+    print_banner(metrics)
     return 0
 
 
@@ -319,6 +344,8 @@ def cmd_up(_: argparse.Namespace) -> int:
 
 def cmd_down(_: argparse.Namespace) -> int:
     say("Stopping services")
+    if prometheus().stop():
+        say(f"  {'prometheus':<10} stopped")
     stop(SERVICES)
     busy = wait_ports_free(SERVICES)
     if busy:
@@ -344,6 +371,13 @@ def cmd_status(_: argparse.Namespace) -> int:
             f"{service.name:<10} {pid or '-':>8} {'yes' if alive else 'no':<6} "
             f"{service.port:>5} {'yes' if ready else 'no':<5}"
         )
+    # Optional: shown, but never part of the exit code.
+    local = prometheus()
+    pid = local.pid()
+    say(
+        f"{'prometheus':<10} {pid or '-':>8} {'yes' if pid else 'no':<6} "
+        f"{local.port:>5} {'yes' if local.is_ready() else 'no':<5}"
+    )
     return 0 if all_ready else 3
 
 

@@ -9,6 +9,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from servicekit import ServiceSettings
 
 from gateway.keys import DEMO_API_KEYS, DEMO_KEYS, ApiKey, digest, parse_api_keys
+from gateway.ratelimit import parse_limit
 
 
 class GatewaySettings(ServiceSettings):
@@ -31,9 +32,31 @@ class GatewaySettings(ServiceSettings):
     admin_token: SecretStr = SecretStr("dev-admin-token")
     inventory_url: str = "http://127.0.0.1:8002"
     order_url: str = "http://127.0.0.1:8001"
+    #: Where the admin fault API forwards `/admin/faults/payment` (inventory uses inventory_url).
+    payment_url: str = "http://127.0.0.1:8003"
     # Checkout waits for order's own calls to inventory and payment, so it gets a longer
     # budget than the plain reads (which use http_timeout).
     order_timeout: float = Field(default=8.0, gt=0, le=60)
+
+    # Access tier (gateway.limits), limits notation. Defaults stay out of the way of `make up`
+    # and the e2e tests; a production gateway sets its own.
+    global_rate_limit: str = "2000/second"
+    client_rate_limit: str = "200/second"
+    #: Checkout attempts (POST /api/orders) per customer; fail-closed.
+    checkout_rate_limit: str = "100/second"
+    #: Gateway processes sharing the Redis counts (replicas x workers): while counts are per
+    #: process, each one allows a fail-closed limit only its share of it.
+    rate_limit_processes: int = Field(default=1, ge=1, le=10_000)
+    #: Longest wait for one Redis call of the limiter before counting in memory instead.
+    rate_limit_redis_timeout: float = Field(default=0.1, gt=0, le=5)
+    #: Prefix of the limiter's Redis keys (one Redis may serve several gateways).
+    rate_limit_key_prefix: str = Field(default="gateway-limits", pattern=r"^[A-Za-z0-9:_.-]{1,64}$")
+
+    @field_validator("global_rate_limit", "client_rate_limit", "checkout_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        parse_limit(value)
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -42,7 +65,7 @@ class GatewaySettings(ServiceSettings):
             return parse_api_keys(value)
         return value
 
-    @field_validator("inventory_url", "order_url")
+    @field_validator("inventory_url", "order_url", "payment_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):

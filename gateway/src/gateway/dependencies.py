@@ -6,14 +6,24 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from servicekit import ServiceClient
+from servicekit import ServiceClient, token_matches
 
-from gateway.exceptions import MissingApiKeyError, ShadowTrafficForbiddenError
+from gateway.config import GatewaySettings
+from gateway.exceptions import (
+    AdminTokenRequiredError,
+    MissingApiKeyError,
+    ShadowTrafficForbiddenError,
+)
 from gateway.keys import ApiKey, KeyTable
 
 # auto_error=False: our own 401 problem (with WWW-Authenticate) instead of FastAPI's; the
 # scheme object also documents the Bearer security scheme in OpenAPI.
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+_admin_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="AdminToken",
+    description="Authorization: Bearer <GATEWAY_ADMIN_TOKEN> (operators; API keys are refused)",
+)
 
 
 async def authenticate(
@@ -35,6 +45,17 @@ async def authenticate(
     return api_key
 
 
+async def authenticate_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
+) -> None:
+    """Let only the bearer of `GATEWAY_ADMIN_TOKEN` through (compared in constant time)."""
+    settings: GatewaySettings = request.state.settings
+    presented = credentials.credentials.strip() if credentials is not None else ""
+    if not token_matches(presented, [settings.admin_token.get_secret_value()]):
+        raise AdminTokenRequiredError("send the admin token as 'Authorization: Bearer <token>'")
+
+
 async def get_inventory(request: Request) -> ServiceClient:
     client: ServiceClient = request.state.inventory
     return client
@@ -48,3 +69,4 @@ async def get_order(request: Request) -> ServiceClient:
 ApiKeyDep = Annotated[ApiKey, Depends(authenticate)]
 InventoryDep = Annotated[ServiceClient, Depends(get_inventory)]
 OrderDep = Annotated[ServiceClient, Depends(get_order)]
+AdminDep = Depends(authenticate_admin)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from servicekit import ForbiddenError, UnauthorizedError
+from servicekit import (
+    BadRequestError,
+    ForbiddenError,
+    NotFoundError,
+    TooManyRequestsError,
+    UnauthorizedError,
+    UnavailableError,
+)
 
 
 class MissingApiKeyError(UnauthorizedError):
@@ -17,3 +24,39 @@ class MissingApiKeyError(UnauthorizedError):
 class ShadowTrafficForbiddenError(ForbiddenError):
     slug = "shadow-traffic-forbidden"
     title = "Shadow traffic not allowed"
+
+
+class ClientRateLimitedError(TooManyRequestsError):
+    slug = "client-rate-limited"
+    title = "Client rate limit exceeded"
+
+
+class CheckoutRateLimitedError(TooManyRequestsError):
+    slug = "checkout-rate-limited"
+    title = "Checkout rate limit exceeded"
+
+
+class GatewayOverloadedError(UnavailableError):
+    slug = "gateway-rate-limited"
+    title = "Gateway at its rate limit"
+
+
+class AdminTokenRequiredError(UnauthorizedError):
+    slug = "admin-token-required"
+    title = "Admin token required"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="admin"'})
+
+
+class UnknownFaultTargetError(NotFoundError):
+    slug = "unknown-fault-target"
+    title = "No fault injection for this service"
+
+
+class MissingIdempotencyKeyError(BadRequestError):
+    slug, title = "missing-idempotency-key", "Idempotency-Key header required"
+
+
+class InvalidIdempotencyKeyError(BadRequestError):
+    slug, title = "invalid-idempotency-key", "Invalid Idempotency-Key"

@@ -8,10 +8,13 @@ from typing import TypedDict
 
 import httpx
 from fastapi import FastAPI
-from servicekit import ServiceClient, create_service_app
+from servicekit import Breakers, ServiceClient, create_service_app
+from starlette.middleware import Middleware
 
+from gateway import admin
 from gateway.config import GatewaySettings
 from gateway.keys import KeyTable
+from gateway.limits import AccessLimitMiddleware, AccessLimits, open_access_limits
 from gateway.routes import router
 
 
@@ -21,6 +24,11 @@ class State(TypedDict):
     keys: KeyTable
     inventory: ServiceClient
     order: ServiceClient
+    payment: ServiceClient
+    access_limits: AccessLimits
+    # The limiter falls back to per-process counts when Redis fails, so the gateway stays
+    # ready without it: None keeps the kit's /readyz from checking Redis.
+    redis: None
 
 
 def create_app(
@@ -35,36 +43,78 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        metrics = app.state.metrics
+        # A breaker per upstream (GATEWAY_BREAKER_*). It opens on what says the upstream itself
+        # is sick: transport errors, timeouts, 5xx. An upstream's deliberate 503/429 with
+        # Retry-After (its own shedding, or order relaying a payment outage, which order's own
+        # breaker handles) is relayed as is and not counted, so the gateway does not turn
+        # partial shedding into a full outage.
+        breakers = Breakers.from_settings(settings, metrics=metrics)
         inventory = ServiceClient(
             "inventory",
             settings.inventory_url,
             token=token,
+            caller=settings.service_name,
             timeout=settings.http_timeout,
             transport=transport,
+            breaker=breakers.get("inventory"),
+            backpressure_trips_breaker=False,
+            metrics=metrics,
         )
         order = ServiceClient(
             "order",
             settings.order_url,
             token=token,
+            caller=settings.service_name,
             timeout=settings.order_timeout,
             transport=transport,
+            # A checkout waits for order's own downstream calls: "slow" is the same share of
+            # its longer budget as for the plain reads.
+            breaker=breakers.get(
+                "order",
+                slow_call_seconds=settings.breaker_slow_call_seconds
+                * settings.order_timeout
+                / settings.http_timeout,
+            ),
+            backpressure_trips_breaker=False,
+            metrics=metrics,
         )
+        # Only the admin fault API talks to payment.
+        payment = ServiceClient(
+            "payment",
+            settings.payment_url,
+            token=token,
+            caller=settings.service_name,
+            timeout=settings.http_timeout,
+            transport=transport,
+        )
+        keys = KeyTable(settings.api_keys)
+        await breakers.start()
         try:
-            yield {
-                "settings": settings,
-                "keys": KeyTable(settings.api_keys),
-                "inventory": inventory,
-                "order": order,
-            }
+            async with open_access_limits(
+                settings, keys=keys, metrics=app.state.metrics
+            ) as access_limits:
+                yield {
+                    "settings": settings,
+                    "keys": keys,
+                    "inventory": inventory,
+                    "order": order,
+                    "payment": payment,
+                    "access_limits": access_limits,
+                    "redis": None,
+                }
         finally:
             await inventory.aclose()
             await order.aclose()
+            await payment.aclose()
+            await breakers.aclose()
 
     return create_service_app(
         settings,
         title="Gateway",
         lifespan=lifespan,
-        routers=[router],
+        routers=[router, admin.router],
         internal=False,
-        description="The public entry: API keys, routing to services.",
+        description="The public entry: API keys, access limits, routing to services.",
+        middleware=[Middleware(AccessLimitMiddleware)],
     )

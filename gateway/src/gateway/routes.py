@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 from urllib.parse import quote
 
 import httpx
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from servicekit import CUSTOMER_HEADER, problem_responses
+from servicekit.openapi import required_header
 from starlette.responses import Response
 
 from gateway.dependencies import ApiKeyDep, InventoryDep, OrderDep
+from gateway.exceptions import InvalidIdempotencyKeyError, MissingIdempotencyKeyError
 from gateway.headers import request_headers, response_headers
 from gateway.keys import ApiKey
 from gateway.schemas import (
+    IDEMPOTENCY_KEY_PATTERN,
     ORDER_CREATE_SCHEMA,
     ORDER_ID_PATTERN,
     SKU_PATTERN,
@@ -23,6 +27,8 @@ from gateway.schemas import (
 )
 
 router = APIRouter(prefix="/api", responses=problem_responses(401, 403, 503))
+#: Stateful testing (and clients) follow a created order to its read.
+READ_ORDER_LINK = {"operationId": "read_order", "parameters": {"order_id": "$response.body#/id"}}
 
 
 def _relay(upstream: httpx.Response) -> Response:
@@ -74,23 +80,33 @@ async def read_product(
     "/orders",
     status_code=201,
     response_model=OrderPublic,
-    responses=problem_responses(400, 402, 404, 409, 413, 422),
+    responses={
+        **problem_responses(400, 402, 404, 409, 413, 422),
+        201: {"links": {"ReadOrder": READ_ORDER_LINK}},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": ORDER_CREATE_SCHEMA}},
-        }
+        },
+        **required_header(
+            "Idempotency-Key",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            max_length=255,
+            description="The same key and body replays the first answer.",
+        ),
     },
 )
-async def create_order(
-    request: Request,
-    api_key: ApiKeyDep,
-    order: OrderDep,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
-    ] = None,
-) -> Response:
+async def create_order(request: Request, api_key: ApiKeyDep, order: OrderDep) -> Response:
     """Check out: reserve stock, charge, confirm; replays with the same Idempotency-Key."""
+    # Checked here (400, as order answers) so a bad key never costs an upstream call.
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        raise MissingIdempotencyKeyError("the Idempotency-Key header is required")
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+        raise InvalidIdempotencyKeyError(
+            "Idempotency-Key must be 1..255 printable ASCII characters"
+        )
     # Read after authentication; the body cap (413) applies while reading.
     body = await request.body()
     upstream = await order.request(
@@ -99,7 +115,12 @@ async def create_order(
     return _relay(upstream)
 
 
-@router.get("/orders/{order_id}", response_model=OrderPublic, responses=problem_responses(404, 422))
+@router.get(
+    "/orders/{order_id}",
+    response_model=OrderPublic,
+    responses=problem_responses(404, 422),
+    operation_id="read_order",
+)
 async def read_order(
     request: Request,
     api_key: ApiKeyDep,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -20,13 +21,33 @@ from order.clients import InventoryClient, PaymentClient
 from order.config import OrderSettings
 from order.main import create_app
 from order.saga import Checkout
-from servicekit import Database, ServiceClient, create_engine
+from servicekit import (
+    Database,
+    ServiceClient,
+    ServiceError,
+    create_engine,
+    mint_service_token,
+    verify_service_token,
+)
 from servicekit.testing import lifespan_client
 from sqlalchemy import text
 
 TOKEN = "test-service-token"
 CUSTOMER = "cust-1"
-HEADERS = {"X-Service-Token": TOKEN, "X-Customer-ID": CUSTOMER}
+HEADERS = {
+    "X-Service-Token": mint_service_token(TOKEN, caller="test", audience="order", ttl_seconds=3600),
+    "X-Customer-ID": CUSTOMER,
+}
+
+
+def authorised(request: httpx.Request, audience: str) -> bool:
+    """What the real service checks: a token signed with TOKEN and minted for `audience`."""
+    presented = request.headers.get("x-service-token")
+    try:
+        verify_service_token(presented, [TOKEN], audience=audience, now=time.time())
+    except ServiceError:
+        return False
+    return True
 
 
 def problem(status: int, slug: str, **headers: str) -> httpx.Response:
@@ -52,7 +73,7 @@ class FakeInventory:
         self.calls.append(f"{request.method} {request.url.path}")
         if self.delay:
             await asyncio.sleep(self.delay)
-        if request.headers.get("x-service-token") != TOKEN:
+        if not authorised(request, "inventory"):
             return problem(401, "unauthorized")
         if self.down:
             return problem(503, "unavailable", **{"Retry-After": "1"})
@@ -142,7 +163,7 @@ class FakePayment:
         self.calls.append(f"{request.method} {request.url.path}")
         if self.delay:
             await asyncio.sleep(self.delay)
-        if request.headers.get("x-service-token") != TOKEN:
+        if not authorised(request, "payment"):
             return problem(401, "unauthorized")
         if self.down:
             return problem(503, "injected-fault", **{"Retry-After": "1"})

@@ -5,10 +5,19 @@ One import surface; the modules behind it are small and have one concern each.
 
 from servicekit import context
 from servicekit.app import create_service_app
-from servicekit.auth import ServiceAuthMiddleware, token_matches
+from servicekit.auth import (
+    ServiceAuthMiddleware,
+    ServiceCredential,
+    mint_service_token,
+    token_matches,
+    verify_service_token,
+)
 from servicekit.background import run_periodically
+from servicekit.breaker import AsyncCircuitBreaker, BreakerConfig, CircuitOpenError
+from servicekit.breakers import Breakers
 from servicekit.client import (
     CUSTOMER_HEADER,
+    PRIORITY_HEADER,
     SERVICE_TOKEN_HEADER,
     ServiceClient,
     propagation_headers,
@@ -32,21 +41,42 @@ from servicekit.errors import (
     problem_response,
     problem_responses,
 )
+from servicekit.faults import (
+    FaultInjector,
+    Faults,
+    InjectedFaultError,
+    faults_router,
+    inject_faults,
+)
 from servicekit.logs import configure_logging
-from servicekit.metrics import Metrics
+from servicekit.metrics import Metrics, exemplar, traffic
 from servicekit.once import Once
+from servicekit.readonly import ReadOnlyGuard
 from servicekit.recovery import RecoveryMiddleware
 from servicekit.redis_client import create_redis
+from servicekit.retry import RetryPolicy
+from servicekit.security import SecurityHeadersMiddleware
 from servicekit.settings import ServiceSettings, async_database_url
+from servicekit.shedding import ConcurrencyLimiter
+from servicekit.telemetry import Tracing
 
 __all__ = [
     "CUSTOMER_HEADER",
+    "PRIORITY_HEADER",
     "SERVICE_TOKEN_HEADER",
+    "AsyncCircuitBreaker",
     "BadRequestError",
     "Base",
+    "BreakerConfig",
+    "Breakers",
+    "CircuitOpenError",
+    "ConcurrencyLimiter",
     "ConflictError",
     "Database",
+    "FaultInjector",
+    "Faults",
     "ForbiddenError",
+    "InjectedFaultError",
     "Metrics",
     "MissingContextError",
     "NotFoundError",
@@ -54,13 +84,18 @@ __all__ = [
     "PayloadTooLargeError",
     "PaymentRequiredError",
     "ProblemDocument",
+    "ReadOnlyGuard",
     "RecoveryMiddleware",
+    "RetryPolicy",
+    "SecurityHeadersMiddleware",
     "ServiceAuthMiddleware",
     "ServiceClient",
+    "ServiceCredential",
     "ServiceError",
     "ServiceSettings",
     "SessionDep",
     "TooManyRequestsError",
+    "Tracing",
     "UnauthorizedError",
     "UnavailableError",
     "UnprocessableError",
@@ -70,7 +105,11 @@ __all__ = [
     "create_engine",
     "create_redis",
     "create_service_app",
+    "exemplar",
+    "faults_router",
     "get",
+    "inject_faults",
+    "mint_service_token",
     "must_get",
     "problem_body",
     "problem_response",
@@ -78,5 +117,7 @@ __all__ = [
     "propagation_headers",
     "run_periodically",
     "token_matches",
+    "traffic",
     "translate_db_errors",
+    "verify_service_token",
 ]

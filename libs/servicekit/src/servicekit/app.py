@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from starlette.middleware import Middleware
 
-from servicekit.auth import ServiceAuthMiddleware
+from servicekit.auth import OPEN_PATHS, ServiceAuthMiddleware
 from servicekit.errors import install_error_handlers
 from servicekit.health import router as health_router
 from servicekit.logs import configure_logging
 from servicekit.metrics import Metrics, MetricsMiddleware
 from servicekit.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from servicekit.openapi import install_openapi
 from servicekit.recovery import RecoveryMiddleware
 from servicekit.redis_client import create_redis
+from servicekit.security import SecurityHeadersMiddleware
 from servicekit.settings import ServiceSettings
+from servicekit.shedding import bind_load_shedding, install_load_shedding
+from servicekit.telemetry import TraceErrorsMiddleware, Tracing
 
 
 def create_service_app(
@@ -27,43 +33,93 @@ def create_service_app(
     routers: Iterable[APIRouter],
     internal: bool = True,
     description: str = "",
+    middleware: Sequence[Middleware] = (),
+    cached_reads: Iterable[str] = (),
 ) -> FastAPI:
-    """Build a FastAPI app wired with the kit. `internal` services require the credential."""
+    """Build a FastAPI app wired with the kit. `internal` services require the credential.
+
+    `middleware` (pure ASGI, outermost first) is the app's own, placed inside Metrics.
+    `cached_reads`: path prefixes whose GET answers do not depend on the caller: served
+    cache-aside, and from cache marked `X-Degraded: cache` when degraded (servicekit.shedding).
+    """
     configure_logging(settings.service_name, version=settings.version, level=settings.log_level)
     development = settings.environment == "development"
     app = FastAPI(
         title=title,
         version=settings.version,
         description=description,
-        lifespan=_with_kit_resources(settings, lifespan),
+        lifespan=_with_tracing(_with_kit_resources(settings, lifespan)),
         docs_url="/docs" if development else None,
         redoc_url=None,
         openapi_url="/openapi.json" if development or settings.environment == "test" else None,
     )
-    metrics = Metrics(settings.service_name)
+    metrics = Metrics(settings.service_name, version=settings.version)
     app.state.metrics = metrics
     app.state.settings = settings
+    # Started and flushed by the kit's lifespan; until then requests get ids but no spans.
+    tracing = Tracing(settings.service_name, settings.version, traces_file=settings.traces_file)
+    app.state.tracing = tracing
     install_error_handlers(app)
     app.include_router(health_router)
     for router in routers:
         app.include_router(router)
+    install_openapi(app, internal=internal, open_paths=OPEN_PATHS)
 
     # Middleware order. add_middleware wraps, so the last added runs first:
     #   RequestContext  outermost: ids and trace exist before anything answers or logs,
     #                   including the 500 that recovery writes (it cannot raise itself).
+    #                   It opens the server span and writes the access line, so both see
+    #                   the final status and latency.
+    #   SecurityHeaders nosniff, no-store, CSP... on every answer, recovery's 500 included.
     #   Recovery        catches anything escaping the layers below, even middleware bugs.
+    #   TraceErrors     records that exception on the server span (Recovery logs it).
     #   Metrics         times every answer, rejections and recovered errors included.
+    #   (middleware)    the app's own (the gateway's access limits): their refusals are timed
+    #                   and counted, and they run before any auth work or body is read.
     #   ServiceAuth     internal services refuse calls without the credential.
+    #   Shedding        service tier: concurrency limit, cached reads. Behind auth, so a cached
+    #                   answer never reaches an unauthenticated caller and X-Request-Priority
+    #                   is trusted only from credentialed ones; its 503s are timed by Metrics.
+    #   ReadOnly        data tier: writes refused while the database is saturated; inside
+    #                   Shedding to see the priority. Both answer before any body is read.
     #   BodyLimit       innermost: only authorised calls get to send a body.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_load_shedding(app, settings, cached_reads=cached_reads, trust_priority=internal)
     if internal:
         app.add_middleware(
-            ServiceAuthMiddleware, tokens=[settings.service_token.get_secret_value()]
+            ServiceAuthMiddleware,
+            secrets=settings.service_secrets,
+            audience=settings.service_name,
+            # In development the raw secret is accepted too, for curl and /docs.
+            accept_raw_secret=development,
         )
+    for extra in reversed(middleware):
+        app.add_middleware(extra.cls, *extra.args, **extra.kwargs)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(TraceErrorsMiddleware)
     app.add_middleware(RecoveryMiddleware, counter=metrics.recovered_exceptions)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, docs_paths=("/docs", "/docs/oauth2-redirect"))
+    app.add_middleware(RequestContextMiddleware, tracing=tracing)
     return app
+
+
+def _with_tracing(
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Any]]],
+) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Any]]]:
+    """Outermost: the tracer starts before everything else and is flushed after it."""
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        tracing: Tracing = app.state.tracing
+        # Off the loop: exporters import their stack and flushing waits on their I/O.
+        await asyncio.to_thread(tracing.start)
+        try:
+            async with lifespan(app) as state:
+                yield state
+        finally:
+            await asyncio.to_thread(tracing.shutdown)
+
+    return run
 
 
 def _with_kit_resources(
@@ -87,6 +143,7 @@ def _with_kit_resources(
                 merged = dict(state or {})
                 if redis is not None:
                     merged.setdefault("redis", redis)
+                bind_load_shedding(app, settings, merged)
                 yield merged
         finally:
             if redis is not None:

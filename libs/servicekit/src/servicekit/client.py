@@ -3,24 +3,37 @@
 Every call carries the caller's `X-Request-ID`, a `traceparent` continuing the caller's trace,
 `baggage`, the shadow flag, the remaining deadline and the service credential. A transport
 failure or timeout becomes `UnavailableError` (503), never a 500.
+
+Every attempt goes through the downstream's circuit breaker (`servicekit.breaker`): an open
+breaker raises `CircuitOpenError` (503 with Retry-After) without sending anything. Idempotent
+calls are retried within the request's deadline and a retry budget (`servicekit.retry`).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from servicekit import context
+from servicekit.auth import ServiceCredential
+from servicekit.breaker import AsyncCircuitBreaker, CircuitOpenError, Permit
 from servicekit.errors import UnavailableError
+from servicekit.metrics import Metrics
 from servicekit.middleware import DEADLINE_HEADER, new_span_id
 from servicekit.once import Once
+from servicekit.retry import RETRYABLE_STATUSES, RetryPolicy
+from servicekit.telemetry import TracingTransport
 
 #: Header carrying the service credential between services (never from the public).
-SERVICE_TOKEN_HEADER = "X-Service-Token"  # noqa: S105 (a header name, not a secret)
+#: A header name, not a secret: hence the noqa/nosec.
+SERVICE_TOKEN_HEADER = "X-Service-Token"  # noqa: S105  # nosec B105
 CUSTOMER_HEADER = "X-Customer-ID"
+#: `critical` on saga confirmation and compensation calls: shed last (servicekit.shedding).
+PRIORITY_HEADER = "X-Request-Priority"
 
 
 def propagation_headers() -> dict[str, str]:
@@ -31,17 +44,50 @@ def propagation_headers() -> dict[str, str]:
         headers["X-Request-ID"] = request_id
     trace_id = context.get(context.TRACE_ID)
     if trace_id:
-        headers["traceparent"] = f"00-{trace_id}-{new_span_id()}-01"
+        # The sampling decision travels on; a traced client replaces this with its span's id.
+        flags = context.get(context.TRACEPARENT, "-01")[-2:]
+        headers["traceparent"] = f"00-{trace_id}-{new_span_id()}-{flags}"
     baggage = context.get(context.BAGGAGE)
     if baggage:
         headers["baggage"] = baggage
     if context.get(context.SHADOW):
         headers["X-Shadow-Traffic"] = "1"
+    # A critical call stays critical on every hop it makes (shed last, servicekit.shedding).
+    if context.get(context.PRIORITY) == context.CRITICAL:
+        headers[PRIORITY_HEADER] = context.CRITICAL
     return headers
 
 
+def counts_against_breaker(response: httpx.Response, *, backpressure: bool = True) -> bool:
+    """Whether an answer is a failure for the breaker: 408, 429 and 5xx.
+
+    A deliberate 4xx (out of stock, declined, not found) is a healthy dependency saying no.
+    With `backpressure=False`, a 429 or 503 carrying `Retry-After` does not count either:
+    a live upstream shedding load on purpose, or relaying its own dependency's outage.
+    """
+    status = response.status_code
+    if status < 500 and status not in (408, 429):
+        return False
+    deliberate = status in (429, 503) and "retry-after" in response.headers
+    return backpressure or not deliberate
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds asked by `Retry-After` (inf when not a number of seconds), None when absent."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    return float(value) if value.strip().isdigit() else math.inf
+
+
 class ServiceClient:
-    """An httpx.AsyncClient for one downstream, created on first use through `Once`."""
+    """An httpx.AsyncClient for one downstream, created on first use through `Once`.
+
+    `breaker` guards every attempt (by default a breaker of its own with default settings);
+    `backpressure_trips_breaker=False` keeps an upstream's deliberate 429/503 out of its count
+    (see `counts_against_breaker`). `retry` sets retries and their budget; `metrics` (the
+    app's) records `http_client_request_duration_seconds` and `servicekit_client_retries`.
+    """
 
     def __init__(
         self,
@@ -49,27 +95,45 @@ class ServiceClient:
         base_url: str,
         *,
         token: str,
+        caller: str = "service",
+        audience: str | None = None,
         timeout: float = 2.0,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 100,
+        breaker: AsyncCircuitBreaker | None = None,
+        backpressure_trips_breaker: bool = True,
+        retry: RetryPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.breaker = breaker or AsyncCircuitBreaker(name, metrics=metrics)
+        self._backpressure_trips_breaker = backpressure_trips_breaker
+        self.retry = retry or RetryPolicy()
+        self._retry_budget = self.retry.new_budget()
+        self.metrics = metrics
+        if metrics is not None:
+            for outcome in ("sent", "budget_exhausted"):
+                metrics.client_retries.labels(name, outcome)
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._token = token
+        # `token` is the shared secret; what travels is a short-lived token signed with it,
+        # minted for the downstream (`audience`, by default its name) and reused until near expiry.
+        self._credential = ServiceCredential(token, caller=caller, audience=audience or name)
         self._transport = transport
         self._max_connections = max_connections
         self._client: Once[httpx.AsyncClient] = Once(self._build, name=f"http:{name}")
 
     def _build(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(
+            max_connections=self._max_connections,
+            max_keepalive_connections=self._max_connections // 2,
+        )
+        inner = self._transport or httpx.AsyncHTTPTransport(limits=limits)
         return httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(self.timeout, connect=min(1.0, self.timeout)),
-            limits=httpx.Limits(
-                max_connections=self._max_connections,
-                max_keepalive_connections=self._max_connections // 2,
-            ),
-            transport=self._transport,
+            # A client span per attempt, named in the `traceparent` it sends (when traced).
+            transport=TracingTransport(inner, peer=self.name),
             follow_redirects=False,
         )
 
@@ -82,8 +146,76 @@ class ServiceClient:
         content: bytes | None = None,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
-        """Send one request; transport errors and timeouts raise `UnavailableError`."""
+        """Send a request and return its answer, whatever the status.
+
+        Transport errors and timeouts raise `UnavailableError`; an open breaker raises
+        `CircuitOpenError`. Idempotent calls (by method, or `idempotent=True` for a POST that
+        carries an Idempotency-Key) are retried on transport errors (not timeouts) and on
+        502/503/504, with backoff and jitter, within the request's deadline and the retry budget.
+        """
+        retryable = self.retry.is_idempotent(method) if idempotent is None else idempotent
+        self._retry_budget.deposit()
+        attempt = 1
+        while True:
+            outcome: httpx.Response | UnavailableError
+            try:
+                outcome = await self._send(method, path, json, content, params, headers)
+            except CircuitOpenError:
+                raise  # nothing was sent, and retrying would only be refused again
+            except UnavailableError as exc:
+                if isinstance(exc.__cause__, httpx.TimeoutException):
+                    raise  # it spent the call's whole budget; a slow dependency gets no second
+                outcome = exc
+            else:
+                if outcome.status_code not in RETRYABLE_STATUSES:
+                    return outcome
+            delay = self._retry_delay(attempt, outcome) if retryable else None
+            if delay is None:
+                if isinstance(outcome, UnavailableError):
+                    raise outcome
+                return outcome
+            await self.retry.sleep(delay)
+            attempt += 1
+
+    def _retry_delay(
+        self, attempt: int, outcome: httpx.Response | UnavailableError
+    ) -> float | None:
+        """Seconds to wait before retrying after `attempt`, or None to give up now."""
+        if attempt >= self.retry.max_attempts:
+            return None
+        delay = self.retry.delay(attempt)
+        if isinstance(outcome, httpx.Response):
+            asked = _retry_after(outcome)
+            if asked is not None:
+                # The server asked for more patience than a retry inside this request has.
+                if asked > self.retry.max_delay:
+                    return None
+                delay = max(delay, asked)
+        deadline = context.get(context.DEADLINE)
+        if deadline is not None and time.monotonic() + delay >= deadline:
+            return None
+        if not self._retry_budget.withdraw():
+            self._count_retry("budget_exhausted")
+            return None
+        self._count_retry("sent")
+        return delay
+
+    def _count_retry(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.client_retries.labels(self.name, outcome).inc()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        json: Any,
+        content: bytes | None,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+    ) -> httpx.Response:
+        """One attempt through the breaker; transport errors raise `UnavailableError`."""
         budget = context.remaining(self.timeout)
         if budget <= 0:
             raise UnavailableError(f"deadline exceeded before calling {self.name}")
@@ -91,11 +223,13 @@ class ServiceClient:
         if headers:
             merged.update(headers)
         # Set last: a caller's header can never replace the credential or widen the deadline.
-        merged[SERVICE_TOKEN_HEADER] = self._token
+        merged[SERVICE_TOKEN_HEADER] = self._credential.token()
         merged[DEADLINE_HEADER] = str(max(1, math.floor(budget * 1000)))
         client = self._client.get()
+        permit = self.breaker.admit()
+        started = time.perf_counter()
         try:
-            return await client.request(
+            response = await client.request(
                 method,
                 path,
                 json=json,
@@ -105,9 +239,26 @@ class ServiceClient:
                 timeout=httpx.Timeout(budget, connect=min(1.0, budget)),
             )
         except httpx.TimeoutException as exc:
+            self._done(permit, method, "timeout", started, failed=True)
             raise UnavailableError(f"{self.name} timed out", retry_after=1) from exc
         except httpx.TransportError as exc:
+            self._done(permit, method, "error", started, failed=True)
             raise UnavailableError(f"{self.name} unavailable", retry_after=1) from exc
+        except BaseException:
+            self.breaker.release(permit)  # cancelled, or a bug: not the dependency's fault
+            raise
+        failed = counts_against_breaker(response, backpressure=self._backpressure_trips_breaker)
+        self._done(permit, method, str(response.status_code), started, failed=failed)
+        return response
+
+    def _done(
+        self, permit: Permit, method: str, status: str, started: float, *, failed: bool
+    ) -> None:
+        self.breaker.record(permit, failed=failed)
+        if self.metrics is not None:
+            self.metrics.client_duration.labels(self.name, method, status).observe(
+                time.perf_counter() - started
+            )
 
     async def aclose(self) -> None:
         """Close the pooled connections (lifespan exit); the next request would reopen them."""

@@ -38,6 +38,10 @@ CUSTOMER_ID: Key[str] = Key("customer_id")
 SHADOW: Key[bool] = Key("shadow")
 #: Absolute `time.monotonic()` by which the request must be answered.
 DEADLINE: Key[float] = Key("deadline")
+#: Shedding priority of the request (`CRITICAL` or absent for normal), carried downstream.
+PRIORITY: Key[str] = Key("priority")
+#: The priority of saga confirmation and compensation calls: shed last.
+CRITICAL = "critical"
 
 
 class MissingContextError(LookupError):

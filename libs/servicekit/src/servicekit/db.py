@@ -8,10 +8,11 @@ A pool that cannot hand out a connection within `pool_timeout` fails fast with a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Protocol
 
 from fastapi import Depends, Request
 from sqlalchemy import event, text
@@ -27,6 +28,10 @@ from sqlalchemy.orm import DeclarativeBase
 
 from servicekit.errors import UnavailableError
 from servicekit.settings import ServiceSettings, async_database_url
+from servicekit.telemetry import trace_queries
+
+if TYPE_CHECKING:
+    from servicekit.metrics import Metrics
 
 
 class Base(DeclarativeBase):
@@ -78,12 +83,61 @@ def ensure_sqlite_directory(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+class PoolObserver(Protocol):
+    """Told how long each `Database.transaction` waited for its pooled connection."""
+
+    def checkout(self, wait: float) -> None:
+        """A connection was handed out after `wait` seconds (pre-ping included)."""
+
+    def timeout(self) -> None:
+        """A checkout gave up after `pool_timeout` (answered 503)."""
+
+
+class PoolStatus(NamedTuple):
+    """The pool right now: configured size, connections in use and idle, overflow, maximum."""
+
+    size: int
+    used: int
+    idle: int
+    overflow: int
+    max: int
+
+
+class PoolMetrics:
+    """Exports one database's pool: waits and timeouts as observed, sizes read at scrape time.
+
+    `db_client_connection_count{state=used|idle}`, `..._max`, `..._overflow` are gauges whose
+    value is read from the pool when Prometheus scrapes; `..._wait_time_seconds` and
+    `..._timeouts` come from `Database.transaction` (this is a `PoolObserver`).
+    """
+
+    def __init__(self, metrics: Metrics, name: str, status: Callable[[], PoolStatus]) -> None:
+        self._wait = metrics.db_wait_time.labels(name)
+        self._timeouts = metrics.db_timeouts.labels(name)
+        metrics.db_connections.labels(name, "used").set_function(lambda: status().used)
+        metrics.db_connections.labels(name, "idle").set_function(lambda: status().idle)
+        metrics.db_connections_max.labels(name).set_function(lambda: status().max)
+        metrics.db_overflow.labels(name).set_function(lambda: status().overflow)
+
+    def checkout(self, wait: float) -> None:
+        """Record one checkout wait."""
+        self._wait.observe(wait)
+
+    def timeout(self) -> None:
+        """Count one checkout that gave up."""
+        self._timeouts.inc()
+
+
 class Database:
     """The engine and session factory of one service."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        # A span per statement of a sampled request (operation and table, no parameters).
+        trace_queries(engine)
+        #: Checkout timing goes to these (servicekit.readonly, pool metrics); added at start-up.
+        self.observers: list[PoolObserver] = []
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> Database:
@@ -113,7 +167,35 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction: committed on success, rolled back on error."""
         async with self.sessionmaker() as session, translate_db_errors(), session.begin():
+            if self.observers:
+                await self._checkout(session)
             yield session
+
+    async def _checkout(self, session: AsyncSession) -> None:
+        # SQLAlchemy's pool events fire once a connection is out, never when the wait starts:
+        # the wait is timed here by taking the connection up front (the session would take it
+        # at its first statement anyway).
+        started = time.perf_counter()
+        try:
+            await session.connection()
+        except PoolTimeoutError:
+            for observer in self.observers:
+                observer.timeout()
+            raise
+        wait = time.perf_counter() - started
+        for observer in self.observers:
+            observer.checkout(wait)
+
+    def pool_status(self) -> PoolStatus:
+        """Sizes read from the engine's current pool (it is replaced on `dispose`)."""
+        pool: Any = self.engine.pool
+        size = int(pool.size()) if hasattr(pool, "size") else 0
+        used = int(pool.checkedout()) if hasattr(pool, "checkedout") else 0
+        idle = int(pool.checkedin()) if hasattr(pool, "checkedin") else 0
+        overflow = max(0, int(pool.overflow())) if hasattr(pool, "overflow") else 0
+        # QueuePool keeps max_overflow private; -1 means unbounded, shown as 0 extra.
+        extra = max(0, int(getattr(pool, "_max_overflow", 0)))
+        return PoolStatus(size, used, idle, overflow, size + extra)
 
     async def dispose(self) -> None:
         """Close every pooled connection (lifespan exit)."""
@@ -128,11 +210,29 @@ async def translate_db_errors() -> AsyncIterator[None]:
     except PoolTimeoutError as exc:
         raise UnavailableError("database pool exhausted; retry shortly", retry_after=1) from exc
     except (OperationalError, DBAPIError) as exc:
-        if getattr(exc, "connection_invalidated", False) or isinstance(exc, OperationalError):
+        if (
+            getattr(exc, "connection_invalidated", False)
+            or isinstance(exc, OperationalError)
+            or _is_unavailable_sqlstate(exc)
+        ):
             raise UnavailableError("database unavailable; retry shortly", retry_after=1) from exc
         raise
     except (ConnectionError, OSError) as exc:
         raise UnavailableError("database unavailable; retry shortly", retry_after=1) from exc
+
+
+#: SQLSTATEs that mean "the server is not there right now", not "your SQL is wrong": class 08
+#: (connection exceptions) and 57P01-57P03 (admin shutdown, crash shutdown, starting up). asyncpg
+#: reports a restarting server as 57P03 on a fresh connection, which is not an invalidation.
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def _is_unavailable_sqlstate(exc: DBAPIError) -> bool:
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        sqlstate = str(getattr(error, "sqlstate", "") or "")
+        if sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES:
+            return True
+    return False
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:

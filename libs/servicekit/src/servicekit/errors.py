@@ -25,9 +25,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from servicekit import context
 
@@ -194,9 +196,25 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
     return problem_response(422, detail, slug="validation", extra={"errors": shown})
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    return problem_response(exc.status_code, str(exc.detail), headers=exc.headers or {})
+    headers = dict(exc.headers or {})
+    allowed = _allowed_methods(request) if exc.status_code == 405 else []
+    if allowed:
+        # Starlette names only the first route matching the path; RFC 9110 wants them all.
+        headers["Allow"] = ", ".join(allowed)
+    return problem_response(exc.status_code, str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    # iter_route_contexts flattens included routers (their routes carry the full path).
+    for route in iter_route_contexts(request.app.router.routes):
+        if route.methods:
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                methods |= route.methods
+    return sorted(methods)
 
 
 class ProblemDocument(BaseModel):

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 from starlette.responses import JSONResponse, Response
 
 from servicekit.errors import problem_response
@@ -57,6 +57,10 @@ async def read_readiness(request: Request) -> Response:
 
 @router.get("/metrics")
 async def read_metrics(request: Request) -> Response:
-    """Prometheus text exposition of this app's registry."""
+    """This app's registry: Prometheus text, or OpenMetrics (with exemplars) when asked for.
+
+    Prometheus asks with `Accept: application/openmetrics-text; ...`; curl gets plain text.
+    """
     registry = request.app.state.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encode(registry), headers={"Content-Type": content_type})

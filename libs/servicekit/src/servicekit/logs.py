@@ -1,4 +1,19 @@
-"""JSON-lines logging carrying service, version, request_id and trace_id."""
+"""JSON-lines logging: every line carries the service, its version and the request's ids.
+
+One object per line on stdout (`make up` sends it to `.run/logs/<service>.log`)::
+
+    {"ts": "2026-11-26T15:44:10.982Z", "level": "info", "logger": "servicekit.access",
+     "message": "POST /api/orders 201 12.31ms", "service": "gateway", "version": "0.1.0",
+     "request_id": "…", "trace_id": "…", "span_id": "…",
+     "method": "POST", "route": "/api/orders", "path": "/api/orders", "status": 201,
+     "latency_ms": 12.31}
+
+`trace_id` and `span_id` are the server span's (servicekit.telemetry), so a log line leads to
+its trace. Fields passed with `extra=` become keys; an exception adds `exception` (its stack,
+logged once: by the recovery middleware, or by the server when the response had started).
+The access line is written by `RequestContextMiddleware` through `access_log`, once per
+request; probes (`/healthz`, `/readyz`, `/metrics`) only at debug.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +30,18 @@ _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
     "asctime",
     "color_message",  # uvicorn's ANSI-coloured copy of the message
 }
+_LEVELS = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warning",
+    logging.ERROR: "error",
+    logging.CRITICAL: "critical",
+}
+_ID_KEYS = (context.REQUEST_ID, context.TRACE_ID, context.SPAN_ID)
+# One encoder for every line: `json.dumps(..., default=str)` would build a new one each call.
+_ENCODER = json.JSONEncoder(default=str)
+
+access_logger = logging.getLogger("servicekit.access")
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,18 +51,28 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self.service = service
         self.version = version
+        self._second = -1
+        self._second_text = ""
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        # strftime once per second, not once per line (called under the handler's lock).
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line (without the newline)."""
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
+            "ts": self._timestamp(record),
+            "level": _LEVELS.get(record.levelno) or record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
             "service": self.service,
             "version": self.version,
         }
-        for key in (context.REQUEST_ID, context.TRACE_ID, context.SPAN_ID):
+        for key in _ID_KEYS:
             value = context.get(key)
             if value is not None:
                 entry[key.name] = value
@@ -43,8 +80,40 @@ class JsonFormatter(logging.Formatter):
             if name not in _RESERVED and not name.startswith("_"):
                 entry[name] = value
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            if not record.exc_text:
+                record.exc_text = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return _ENCODER.encode(entry)
+
+
+def access_log(
+    method: str, route: str, path: str, status: int, latency_ms: float, *, quiet: bool = False
+) -> None:
+    """Write the access line of one request (at debug when `quiet`: probes and scrapes)."""
+    level = logging.DEBUG if quiet else logging.INFO
+    if not access_logger.isEnabledFor(level):
+        return
+    # makeRecord + handle instead of .log(): the caller is known, so logging's stack walk
+    # (findCaller) is skipped on the one line every request writes.
+    record = access_logger.makeRecord(
+        access_logger.name,
+        level,
+        __file__,
+        0,
+        "%s %s %s %sms",
+        (method, route, status, latency_ms),
+        None,
+        extra={
+            "method": method,
+            "route": route,
+            "path": path,
+            "status": status,
+            "latency_ms": latency_ms,
+        },
+    )
+    access_logger.handle(record)
 
 
 def configure_logging(service: str, *, version: str = "0.1.0", level: str = "INFO") -> None:
@@ -60,5 +129,5 @@ def configure_logging(service: str, *, version: str = "0.1.0", level: str = "INF
         logger.propagate = True
     # httpx logs every request at INFO: far too much under load.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    # The access log is written by our own middleware later; uvicorn's would duplicate it.
+    # The access line is written by RequestContextMiddleware; uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

@@ -2,16 +2,28 @@
 
 Names follow the OpenTelemetry HTTP semantic conventions where they exist
 (`http.server.request.duration` -> `http_server_request_duration_seconds`).
+The service itself is not a label: Prometheus adds it as a target label (`service`, see
+`observability/prometheus/`), so a canary and its stable twin differ only by `instance`, and
+`servicekit_build_info{version}` tells their versions apart.
+
+Exemplars: the request-duration histogram and the business counters carry the trace id of a
+sampled request. They are exposed only in the OpenMetrics format, which `/metrics` serves to a
+scraper that asks for it (Prometheus does).
 """
 
 from __future__ import annotations
 
+import platform
 import time
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit import context
+from servicekit.once import construction_counts
 
 #: Latency buckets (seconds) around a 10 ms - 2 s service SLO.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -22,17 +34,65 @@ def traffic() -> str:
     return "shadow" if context.get(context.SHADOW) else "live"
 
 
+def exemplar() -> dict[str, str] | None:
+    """`{"trace_id": ...}` of the current request if its trace is sampled, else None.
+
+    Pass it to `Counter.inc(exemplar=...)` / `Histogram.observe(..., exemplar=...)`. An unsampled
+    trace id would point at a trace nobody kept, so it is left out. The sampled bit is the
+    last flag of the request's `traceparent` (W3C trace-flags, bit 0).
+    """
+    traceparent = context.get(context.TRACEPARENT)
+    # Bit 0 of the last hex digit; a string test, so a malformed value cannot raise here.
+    if not traceparent or traceparent[-1] not in "13579bdf":
+        return None
+    trace_id = context.get(context.TRACE_ID)
+    return {"trace_id": trace_id} if trace_id else None
+
+
+class OnceConstructions:
+    """Collector of `servicekit_once_constructions_total{name}` from the process-wide tally.
+
+    Healthy is 1 per name per process; more means an object was rebuilt (used again after a
+    `reset()`) or several share a name: worth a look. Failed constructions are not counted.
+    """
+
+    name = "servicekit_once_constructions"
+    documentation = (
+        "Objects built by Once (clients, pools) in this process: 1 per name is the healthy value."
+    )
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without samples (the registry checks names when registering)."""
+        yield CounterMetricFamily(self.name, self.documentation, labels=["name"])
+
+    def collect(self) -> Iterator[Metric]:
+        """One sample per Once name, read at scrape time."""
+        family = CounterMetricFamily(self.name, self.documentation, labels=["name"])
+        for name, count in sorted(construction_counts().items()):
+            family.add_metric([name], count)
+        yield family
+
+
 class Metrics:
     """The metrics every service exports, in a registry of its own.
 
     This class is the list of names: dashboards, recording rules and alerts refer to them, and
-    the Prometheus test in `tests/observability` fails on any name that exports no data.
+    the Prometheus test in `tests/observability` fails on any name read there that no service
+    declares, and on any panel or recording rule without data.
     """
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, *, version: str = "") -> None:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # --- Build: 1 per process; join on `instance` to group any series by version --------
+        self.build_info = Gauge(
+            "servicekit_build_info",
+            "Always 1; labels say which version of the service this process runs.",
+            ["version", "python_version"],
+            registry=r,
+        )
+        self.build_info.labels(version or "unknown", platform.python_version()).set(1)
         # --- HTTP server (OTel semconv http.server.*) -------------------------------------
         self.request_duration = Histogram(
             "http_server_request_duration_seconds",
@@ -99,6 +159,12 @@ class Metrics:
         self.concurrency_limit = Gauge(
             "servicekit_concurrency_limit", "Hard concurrency limit of this process.", registry=r
         )
+        self.rate_limit_fallback = Gauge(
+            "servicekit_rate_limit_fallback",
+            "1 while rate limits are counted per process because their shared store (Redis) "
+            "is unavailable.",
+            registry=r,
+        )
         # --- Database pool (OTel semconv db.client.connection.*) ----------------------------
         self.db_connections = Gauge(
             "db_client_connection_count",
@@ -147,7 +213,7 @@ class Metrics:
         )
         self.saga_outcomes = Counter(
             "servicekit_saga_outcomes",
-            "Checkout sagas by final outcome (confirmed, declined, out_of_stock, failed).",
+            "Checkout sagas by outcome (confirmed, declined, out_of_stock, rejected, failed).",
             ["outcome", "traffic"],
             registry=r,
         )
@@ -164,12 +230,9 @@ class Metrics:
             ["exception"],
             registry=r,
         )
-        self.once_constructions = Counter(
-            "servicekit_once_constructions",
-            "Objects built by Once (clients, pools): one each per process is the healthy value.",
-            ["name"],
-            registry=r,
-        )
+        # Once objects live outside any app, so this is a collector over the process tally.
+        self.once_constructions = OnceConstructions()
+        r.register(self.once_constructions)
 
 
 def _route_of(scope: Scope) -> str:
@@ -205,4 +268,4 @@ class MetricsMiddleware:
             self.metrics.active_requests.dec()
             self.metrics.request_duration.labels(
                 scope["method"], _route_of(scope), str(status), traffic()
-            ).observe(time.perf_counter() - start)
+            ).observe(time.perf_counter() - start, exemplar())

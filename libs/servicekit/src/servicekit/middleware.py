@@ -1,4 +1,4 @@
-"""Pure ASGI middleware for request context and body size.
+"""Pure ASGI middleware for request context (ids, server span, access log) and body size.
 
 Order (outermost first) is set in one place, `servicekit.app.create_service_app`.
 """
@@ -10,11 +10,14 @@ import secrets
 import time
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit import context
 from servicekit.errors import PayloadTooLargeError, problem_body
+from servicekit.logs import access_log
+from servicekit.telemetry import Tracing, activate
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -44,55 +47,148 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class RequestContextMiddleware:
-    """Open the request context: request id, trace, baggage, shadow flag, deadline.
+#: Request headers the context middleware reads, collected in one pass over the headers.
+_CONTEXT_HEADERS = frozenset(
+    {b"x-request-id", b"traceparent", b"baggage", b"x-shadow-traffic", DEADLINE_HEADER.encode()}
+)
+_DEADLINE_KEY = DEADLINE_HEADER.encode()
+#: Probes and scrapes: no span, and their access line is logged at debug only.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
-    `X-Request-ID` is accepted when well-formed, else generated, and echoed on the response.
-    `X-Shadow-Traffic` is trusted here only because the gateway strips it from callers that may
-    not send it; services are reachable only with the service credential.
+
+def _route_of(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class RequestContextMiddleware:
+    """Open the request context and its server span; write the access log line.
+
+    - `X-Request-ID` is accepted when well-formed, else generated, and echoed on the response.
+    - `traceparent` is continued: with tracing on, the server span is the child of the caller's
+      span and its ids are the context's `TRACE_ID`/`SPAN_ID` (logs, problem bodies and spans
+      agree); with tracing off (or before start) the ids are made here, the same way.
+      `baggage` is carried as received (bounded).
+    - `X-Shadow-Traffic` is trusted here only because the gateway strips it from callers that
+      may not send it; services are reachable only with the service credential.
+    - One access line per request (method, route, status, latency_ms), at debug for probes.
     """
 
-    def __init__(self, app: ASGIApp, *, default_timeout: float = 10.0) -> None:
+    def __init__(
+        self, app: ASGIApp, *, default_timeout: float = 10.0, tracing: Tracing | None = None
+    ) -> None:
         self.app = app
         self.default_timeout = default_timeout
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _header(scope, b"x-request-id")
+        start = time.perf_counter()
+        found: dict[bytes, str] = {}
+        for key, value in scope["headers"]:
+            if key in _CONTEXT_HEADERS:
+                found[key] = value.decode("latin-1")
+        request_id = found.get(b"x-request-id")
         if request_id is None or not _REQUEST_ID.match(request_id):
             request_id = secrets.token_hex(16)
-        parsed = parse_traceparent(_header(scope, b"traceparent"))
-        trace_id = parsed[0] if parsed else secrets.token_hex(16)
-        flags = parsed[2] if parsed else "01"
-        span_id = new_span_id()
+        parsed = parse_traceparent(found.get(b"traceparent"))
+        quiet = scope["path"] in QUIET_PATHS
+        tracer = None if quiet or self.tracing is None else self.tracing.tracer
+        span: trace.Span | None = None
+        traced: otel_context.Context | None = None
+        if tracer is None:
+            # Untraced here: a new trace is not sampled (nobody records it), a caller's
+            # decision is passed on as it came.
+            trace_id = parsed[0] if parsed else secrets.token_hex(16)
+            flags = parsed[2] if parsed else "00"
+            span_id = new_span_id()
+        else:
+            span = tracer.start_span(
+                scope["method"], context=_remote_parent(parsed), kind=trace.SpanKind.SERVER
+            )
+            span_context = span.get_span_context()
+            trace_id = f"{span_context.trace_id:032x}"
+            span_id = f"{span_context.span_id:016x}"
+            flags = "01" if span_context.trace_flags.sampled else "00"
+            traced = activate(tracer, span)
         values: dict[context.Key[Any], Any] = {
             context.REQUEST_ID: request_id,
             context.TRACE_ID: trace_id,
             context.SPAN_ID: span_id,
             context.TRACEPARENT: f"00-{trace_id}-{span_id}-{flags}",
-            context.SHADOW: _header(scope, b"x-shadow-traffic") == "1",
-            context.DEADLINE: time.monotonic() + self._budget(scope),
+            context.SHADOW: found.get(b"x-shadow-traffic") == "1",
+            context.DEADLINE: time.monotonic() + self._budget(found.get(_DEADLINE_KEY)),
         }
-        baggage = _header(scope, b"baggage")
+        baggage = found.get(b"baggage")
         if baggage and len(baggage) <= 8192:
             values[context.BAGGAGE] = baggage
-        echoed = request_id.encode()
+        echoed = request_id.encode("latin-1")
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).append("x-request-id", echoed.decode())
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", echoed)]
             await send(message)
 
+        token = otel_context.attach(traced) if traced is not None else None
         with context.request_scope(values):
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                route = _route_of(scope)
+                if span is not None:
+                    _end_server_span(span, scope, route, status)
+                if token is not None:
+                    otel_context.detach(token)
+                access_log(
+                    scope["method"],
+                    route,
+                    scope["path"],
+                    status,
+                    round((time.perf_counter() - start) * 1000, 2),
+                    quiet=quiet,
+                )
 
-    def _budget(self, scope: Scope) -> float:
-        raw = _header(scope, DEADLINE_HEADER.encode())
+    def _budget(self, raw: str | None) -> float:
         if raw is not None and raw.isdigit():
             return min(self.default_timeout, int(raw) / 1000)
         return self.default_timeout
+
+
+def _remote_parent(parsed: tuple[str, str, str] | None) -> otel_context.Context | None:
+    """The caller's span as the parent context of the server span (None: a new trace)."""
+    if parsed is None:
+        return None
+    trace_id, parent_id, flags = parsed
+    parent = trace.SpanContext(
+        int(trace_id, 16),
+        int(parent_id, 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(int(flags, 16) & trace.TraceFlags.SAMPLED),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
+
+
+def _end_server_span(span: trace.Span, scope: Scope, route: str, status: int) -> None:
+    if span.is_recording():
+        # Named after the route template (low cardinality), known only once routing is done.
+        span.update_name(f"{scope['method']} {route}")
+        span.set_attributes(
+            {
+                "http.request.method": scope["method"],
+                "http.route": route,
+                "url.path": scope["path"],
+                "http.response.status_code": status,
+            }
+        )
+        if status >= 500:
+            span.set_status(trace.Status(trace.StatusCode.ERROR))
+    span.end()
 
 
 class BodyLimitMiddleware:

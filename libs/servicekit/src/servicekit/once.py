@@ -9,6 +9,10 @@ when many requests arrive together, so pools multiply and sockets run away.
 - The fast path, once built, is one attribute read and one identity check.
 - The lock is a `threading.Lock` held only around bookkeeping, never across an `await` or the
   factory call, so an event loop is never blocked by another thread's construction.
+- Every successful construction is tallied per name for the whole process
+  (`construction_counts()`), which `/metrics` exports as `servicekit_once_constructions_total`:
+  Once objects are made outside any app (clients in a lifespan, module-level helpers), so the
+  tally cannot live in an app's registry.
 """
 
 from __future__ import annotations
@@ -16,12 +20,23 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 _UNSET: object = object()
+
+# Process-wide and monotonic (a `reset()` does not undo a construction): a counter, not a gauge.
+_tally_lock = threading.Lock()
+_tally: Counter[str] = Counter()
+
+
+def construction_counts() -> dict[str, int]:
+    """Successful constructions per `Once` name in this process since it started."""
+    with _tally_lock:
+        return dict(_tally)
 
 
 class _Attempt:
@@ -96,6 +111,9 @@ class Once(Generic[T]):
             if error is None:
                 self._value = value
                 self.constructions += 1
+        if error is None:
+            with _tally_lock:
+                _tally[self.name] += 1
         if attempt is not None:
             attempt.finish(error)
 

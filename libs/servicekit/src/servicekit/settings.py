@@ -57,6 +57,10 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"
+    #: Local mode: sampled spans are appended here as JSON lines (`make up` sets
+    #: `.run/traces/<service>.jsonl`; `python -m servicekit.traces` prints them). Tracing
+    #: itself is configured by the standard OTEL_* variables (servicekit.telemetry).
+    traces_file: str | None = None
 
     database_url: str = ""
     redis_url: str | None = None
@@ -70,15 +74,62 @@ class ServiceSettings(BaseSettings):
     db_pool_recycle: int = Field(default=1800, ge=-1)
 
     service_token: SecretStr = SecretStr("dev-service-token")
+    #: Rotation: a second secret accepted on incoming calls, never used to sign (servicekit.auth).
+    service_token_previous: SecretStr | None = None
     http_timeout: float = Field(default=2.0, gt=0, le=60)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+    # Load shedding (servicekit.shedding, servicekit.readonly). Service tier: at most
+    # max_concurrency requests in flight (0 turns the limiter off); from degrade_at of it,
+    # cached reads are answered from cache (X-Degraded: cache) and shadow traffic is shed.
+    max_concurrency: int = Field(default=256, ge=0, le=100_000)
+    degrade_at: float = Field(default=0.8, gt=0, le=1)
+    # Cache-aside for the reads a service declares cacheable: fresh for cache_ttl_seconds,
+    # kept (and served only when degraded) for cache_stale_seconds.
+    cache_ttl_seconds: float = Field(default=1.0, gt=0, le=3600)
+    cache_stale_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    # Data tier: read-only mode (writes 503) when the p95 pool checkout wait or statement
+    # latency over the last window passes its threshold; left below half of it after
+    # read_only_min_seconds.
+    read_only_enabled: bool = True
+    read_only_pool_wait_ms: float = Field(default=500.0, gt=0)
+    read_only_db_latency_ms: float = Field(default=1000.0, gt=0)
+    read_only_window_seconds: float = Field(default=5.0, gt=0, le=600)
+    read_only_min_seconds: float = Field(default=5.0, ge=0, le=3600)
+
+    # Circuit breakers, one per downstream (servicekit.breaker). Trips on a failure rate or a
+    # slow-call rate (percent of the calls in the window, once min_calls were made) or on
+    # consecutive failures; the seed's "5% errors over 30 s" is FAILURE_RATE=5,
+    # WINDOW_SECONDS=30. Storage `redis` shares open breakers between workers (needs REDIS_URL).
+    breaker_failure_rate: float = Field(default=50.0, gt=0, le=100)
+    breaker_min_calls: int = Field(default=20, ge=1, le=100_000)
+    breaker_window_seconds: float = Field(default=30.0, gt=0, le=3600)
+    breaker_slow_call_seconds: float = Field(default=1.0, gt=0, le=600)
+    breaker_slow_call_rate: float = Field(default=100.0, gt=0, le=100)
+    breaker_consecutive_failures: int = Field(default=5, ge=1, le=100_000)
+    breaker_reset_seconds: float = Field(default=10.0, gt=0, le=3600)
+    breaker_half_open_probes: int = Field(default=3, ge=1, le=1000)
+    breaker_storage: Literal["memory", "redis"] = "memory"
+    breaker_webhook_url: str | None = None
+
+    @model_validator(mode="after")
+    def _check_breaker_settings(self) -> ServiceSettings:
+        prefix = str(self.model_config.get("env_prefix", "")).upper()
+        if self.breaker_storage == "redis" and not self.redis_url:
+            raise ValueError(f"{prefix}BREAKER_STORAGE=redis needs {prefix}REDIS_URL")
+        url = self.breaker_webhook_url
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{prefix}BREAKER_WEBHOOK_URL must be an http(s) URL")
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> ServiceSettings:
         if self.environment == "development":
             return self
-        for name in self.secret_fields:
+        for name in (*self.secret_fields, "service_token_previous"):
             value = getattr(self, name)
+            if value is None and name == "service_token_previous":
+                continue  # optional: only set while a rotation is in progress
             raw = value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")
             if raw.strip().lower() in PLACEHOLDER_SECRETS:
                 prefix = str(self.model_config.get("env_prefix", "")).upper()
@@ -87,6 +138,19 @@ class ServiceSettings(BaseSettings):
                     f"(refused because {prefix}ENVIRONMENT={self.environment})"
                 )
         return self
+
+    @property
+    def service_secrets(self) -> tuple[str, ...]:
+        """The secrets incoming service credentials may be signed with (signing one first)."""
+        previous = self.service_token_previous
+        return tuple(
+            s
+            for s in (
+                self.service_token.get_secret_value(),
+                previous.get_secret_value() if previous is not None else "",
+            )
+            if s
+        )
 
     @property
     def async_database_url(self) -> str:

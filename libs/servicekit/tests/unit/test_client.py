@@ -6,7 +6,7 @@ import time
 
 import httpx
 import pytest
-from servicekit import ServiceClient, UnavailableError, context
+from servicekit import ServiceClient, UnavailableError, context, verify_service_token
 
 
 async def test_propagates_request_identity_trace_and_credential() -> None:
@@ -37,7 +37,11 @@ async def test_propagates_request_identity_trace_and_credential() -> None:
     assert headers["traceparent"].startswith(f"00-{trace}-")
     assert headers["baggage"] == "tenant=a"
     assert headers["x-shadow-traffic"] == "1"
-    assert headers["x-service-token"] == "tok"
+    # A token signed with the secret, for this downstream; the secret itself never travels.
+    claims = verify_service_token(
+        headers["x-service-token"], ["tok"], audience="inventory", now=time.time()
+    )
+    assert claims.caller == "service" and "tok" not in headers["x-service-token"]
     assert 1 <= int(headers["x-request-timeout-ms"]) <= 1500
 
 
@@ -101,5 +105,6 @@ async def test_caller_headers_cannot_replace_the_credential_and_raw_body_is_sent
         headers={"X-Service-Token": "forged", "content-type": "application/json"},
     )
     await client.aclose()
-    assert seen[0].headers["x-service-token"] == "real"
+    token = seen[0].headers["x-service-token"]
+    assert verify_service_token(token, ["real"], audience="order", now=time.time())
     assert seen[0].content == b'{"items": []}'

@@ -21,3 +21,8 @@ class InventorySettings(ServiceSettings):
     reservation_sweep_seconds: float = Field(default=5.0, gt=0, le=3600)
     #: Hold time of a reservation whose request names no `ttl_seconds`.
     default_ttl_seconds: int = Field(default=300, ge=1, le=3600)
+    #: Faults at start (servicekit.faults; retuned at runtime through /internal/faults):
+    #: share of product and reservation calls answered 503, added delay, hang.
+    fault_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    fault_latency_ms: int = Field(default=0, ge=0, le=60_000)
+    fault_hang: bool = False

@@ -9,10 +9,11 @@ from typing import TypedDict
 
 from fastapi import FastAPI
 from servicekit import Database, create_service_app, run_periodically
+from servicekit.faults import FaultInjector, faults_router
 
 from inventory.config import InventorySettings
 from inventory.repository import unit_of_work
-from inventory.routes import router
+from inventory.routes import PRODUCT_READS, router
 from inventory.service import Clock, sweep_expired, utc_now
 
 logger = logging.getLogger("inventory.sweeper")
@@ -22,6 +23,7 @@ class State(TypedDict):
     database: Database
     settings: InventorySettings
     clock: Clock
+    faults: FaultInjector
 
 
 def sweeper(database: Database, clock: Clock) -> Callable[[], Awaitable[None]]:
@@ -51,7 +53,12 @@ def create_app(settings: InventorySettings | None = None, *, clock: Clock = utc_
                 interval=interval,
                 first_delay=interval,
             ):
-                yield {"database": database, "settings": settings, "clock": clock}
+                yield {
+                    "database": database,
+                    "settings": settings,
+                    "clock": clock,
+                    "faults": FaultInjector.from_settings(settings, service="inventory"),
+                }
         finally:
             await database.dispose()
 
@@ -59,7 +66,10 @@ def create_app(settings: InventorySettings | None = None, *, clock: Clock = utc_
         settings,
         title="inventory",
         lifespan=lifespan,
-        routers=[router],
+        routers=[router, faults_router],
         description="Products, stock and reservations with expiry.",
+        # Product reads are the same for every caller: cache-aside (Redis when
+        # INVENTORY_REDIS_URL is set), and served stale with X-Degraded: cache under pressure.
+        cached_reads=PRODUCT_READS,
     )
     return app

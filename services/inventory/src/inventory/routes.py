@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+from servicekit import problem_responses
+from servicekit.faults import inject_faults
 
 from inventory import service
 from inventory.dependencies import ClockDep, RepositoryDep, SettingsDep
@@ -21,7 +23,12 @@ from inventory.schemas import (
     ReservationPublic,
 )
 
-router = APIRouter()
+# Injected faults (servicekit.faults) apply to every product and reservation route.
+router = APIRouter(dependencies=[Depends(inject_faults)])
+#: Product reads answer every caller alike, so they may come from the read cache
+#: (`create_service_app(cached_reads=...)`): `available` is then up to INVENTORY_CACHE_TTL_SECONDS
+#: old, or older with `X-Degraded: cache` under pressure. Reservations re-check stock in SQL.
+PRODUCT_READS = ("/products",)
 
 SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, max_length=64)]
 ReservationId = Annotated[UUID, Path(description="Reservation id (UUID)")]
@@ -41,7 +48,7 @@ async def list_products(
     )
 
 
-@router.get("/products/{sku}", response_model=ProductPublic)
+@router.get("/products/{sku}", response_model=ProductPublic, responses=problem_responses(404))
 async def read_product(sku: SkuPath, repo: RepositoryDep) -> ProductPublic:
     """Read one product with its available stock."""
     product = await repo.get_product(sku)
@@ -50,7 +57,12 @@ async def read_product(sku: SkuPath, repo: RepositoryDep) -> ProductPublic:
     return ProductPublic.model_validate(product)
 
 
-@router.post("/reservations", response_model=ReservationPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/reservations",
+    response_model=ReservationPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": ReservationPublic}, **problem_responses(409, 422)},
+)
 async def create_reservation(
     body: ReservationCreate,
     response: Response,
@@ -71,7 +83,11 @@ async def create_reservation(
     return service.to_public(reservation)
 
 
-@router.post("/reservations/{reservation_id}/commit", response_model=ReservationPublic)
+@router.post(
+    "/reservations/{reservation_id}/commit",
+    response_model=ReservationPublic,
+    responses=problem_responses(404, 409),
+)
 async def commit_reservation(
     reservation_id: ReservationId, repo: RepositoryDep, clock: ClockDep
 ) -> ReservationPublic:
@@ -79,7 +95,11 @@ async def commit_reservation(
     return service.to_public(await service.commit(repo, str(reservation_id), clock))
 
 
-@router.post("/reservations/{reservation_id}/release", response_model=ReservationPublic)
+@router.post(
+    "/reservations/{reservation_id}/release",
+    response_model=ReservationPublic,
+    responses=problem_responses(404, 409),
+)
 async def release_reservation(
     reservation_id: ReservationId, repo: RepositoryDep, clock: ClockDep
 ) -> ReservationPublic:

@@ -12,12 +12,17 @@ from inventory.config import InventorySettings
 from inventory.main import create_app
 from inventory.models import Product, Reservation
 from inventory.repository import SqlInventoryRepository
-from servicekit import Database, create_engine
+from servicekit import Database, create_engine, mint_service_token
 from servicekit.testing import lifespan_client
 from sqlalchemy import func, select
 
 TOKEN = "integration-test-service-token"
-AUTH = {"X-Service-Token": TOKEN}
+# A signed credential for inventory, valid longer than any test run.
+AUTH = {
+    "X-Service-Token": mint_service_token(
+        TOKEN, caller="test", audience="inventory", ttl_seconds=3600
+    )
+}
 
 
 def make_settings(url: str, **overrides: Any) -> InventorySettings:

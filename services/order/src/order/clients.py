@@ -4,6 +4,10 @@ Each call returns a validated model, raises `Rejected` for a deliberate 4xx answ
 contract (out of stock, declined, not held...), or `UnavailableError` when the downstream
 cannot be trusted: transport error, timeout, 408/429/5xx, or a body that is not what the
 contract promises (a malformed answer is never used and never becomes a 500).
+
+Every call goes through the downstream's circuit breaker (an open one raises `CircuitOpenError`,
+an `UnavailableError`). Every write here is idempotent (by order id, reservation or charge id,
+or the charge's Idempotency-Key), so each is marked `idempotent=True` and may be retried.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
-from servicekit import ServiceClient, UnavailableError
+from servicekit import PRIORITY_HEADER, ServiceClient, UnavailableError, context
 
 from order.schemas import Charge, ChargeList, OrderItemCreate, Reservation, ReservationList
 
 M = TypeVar("M", bound=BaseModel)
+#: Confirmation (commit) and compensation (release, refund) finish work already done: the
+#: downstream sheds them last and lets them through its read-only mode (servicekit.shedding).
+CRITICAL = {PRIORITY_HEADER: context.CRITICAL}
 
 
 class Rejected(Exception):
@@ -69,15 +76,20 @@ class InventoryClient:
             "items": [{"sku": i.sku, "quantity": i.quantity} for i in items],
             "ttl_seconds": ttl_seconds,
         }
-        response = await self.http.request("POST", "/reservations", json=body)
+        # Idempotent by order id (a second reserve answers the first hold): safe to retry.
+        response = await self.http.request("POST", "/reservations", json=body, idempotent=True)
         return _parse("inventory", response, Reservation, (200, 201))
 
     async def commit(self, reservation_id: str) -> Reservation:
-        response = await self.http.request("POST", f"/reservations/{reservation_id}/commit")
+        response = await self.http.request(
+            "POST", f"/reservations/{reservation_id}/commit", headers=CRITICAL, idempotent=True
+        )
         return _parse("inventory", response, Reservation, (200,))
 
     async def release(self, reservation_id: str) -> Reservation:
-        response = await self.http.request("POST", f"/reservations/{reservation_id}/release")
+        response = await self.http.request(
+            "POST", f"/reservations/{reservation_id}/release", headers=CRITICAL, idempotent=True
+        )
         return _parse("inventory", response, Reservation, (200,))
 
     async def reservations_for(self, order_id: str) -> list[Reservation]:
@@ -105,12 +117,18 @@ class PaymentClient:
             "currency": currency,
         }
         response = await self.http.request(
-            "POST", "/charges", json=body, headers={"Idempotency-Key": order_id}
+            "POST",
+            "/charges",
+            json=body,
+            headers={"Idempotency-Key": order_id},
+            idempotent=True,
         )
         return _parse("payment", response, Charge, (200, 201))
 
     async def refund(self, charge_id: str) -> Charge:
-        response = await self.http.request("POST", f"/charges/{charge_id}/refund")
+        response = await self.http.request(
+            "POST", f"/charges/{charge_id}/refund", headers=CRITICAL, idempotent=True
+        )
         return _parse("payment", response, Charge, (200,))
 
     async def charges_for(self, order_id: str) -> list[Charge]:

@@ -11,7 +11,7 @@ from typing import TypedDict
 
 import httpx
 from fastapi import FastAPI
-from servicekit import Database, ServiceClient, create_service_app, run_periodically
+from servicekit import Breakers, Database, ServiceClient, create_service_app, run_periodically
 
 from order import service
 from order.clients import InventoryClient, PaymentClient
@@ -37,15 +37,21 @@ def create_app(
     token = settings.service_token.get_secret_value()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[State]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         database = Database.from_settings(settings)
+        # One circuit breaker per downstream (ORDER_BREAKER_*): an open payment breaker makes
+        # checkout answer 503 at once, and the saga releases the stock it reserved.
+        breakers = Breakers.from_settings(settings, metrics=app.state.metrics)
         inventory = InventoryClient(
             ServiceClient(
                 "inventory",
                 settings.inventory_url,
                 token=token,
+                caller=settings.service_name,
                 timeout=settings.http_timeout,
                 transport=inventory_transport,
+                breaker=breakers.get("inventory"),
+                metrics=app.state.metrics,
             )
         )
         payment = PaymentClient(
@@ -53,17 +59,25 @@ def create_app(
                 "payment",
                 settings.payment_url,
                 token=token,
+                caller=settings.service_name,
                 timeout=settings.http_timeout,
                 transport=payment_transport,
+                breaker=breakers.get("payment"),
+                metrics=app.state.metrics,
             )
         )
         checkout = Checkout(
-            database, inventory, payment, reservation_ttl_seconds=settings.reservation_ttl_seconds
+            database,
+            inventory,
+            payment,
+            reservation_ttl_seconds=settings.reservation_ttl_seconds,
+            metrics=app.state.metrics,
         )
 
         async def recover() -> None:
             await service.recover_sagas(checkout, stale_seconds=settings.saga_stale_seconds)
 
+        await breakers.start()
         try:
             # Start-up pass, then periodic: sagas left behind by a crash get finished or undone.
             async with run_periodically(
@@ -73,6 +87,7 @@ def create_app(
         finally:
             await inventory.aclose()
             await payment.aclose()
+            await breakers.aclose()
             await database.dispose()
 
     return create_service_app(

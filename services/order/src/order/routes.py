@@ -4,20 +4,38 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from servicekit import SessionDep, problem_responses
+from servicekit.openapi import required_header
 from starlette.responses import Response
 
 from order import service
-from order.dependencies import CheckoutDep, CustomerDep, IdempotencyKeyDep
+from order.dependencies import (
+    IDEMPOTENCY_KEY_PATTERN,
+    CheckoutDep,
+    CustomerDep,
+    IdempotencyKeyDep,
+)
 from order.schemas import OrderCreate, OrderPublic
 
 router = APIRouter(tags=["orders"])
+
+READ_ORDER_LINK = {"operationId": "read_order", "parameters": {"order_id": "$response.body#/id"}}
 
 
 @router.post(
     "/orders",
     status_code=201,
     response_model=OrderPublic,
-    responses=problem_responses(400, 401, 402, 409, 413, 422, 503),
+    responses={
+        **problem_responses(400, 401, 402, 409, 413, 422, 503),
+        # Stateful testing (and clients) follow the created order to its read.
+        201: {"links": {"ReadOrder": READ_ORDER_LINK}},
+    },
+    openapi_extra=required_header(
+        "Idempotency-Key",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        max_length=255,
+        description="One checkout per (customer, key); a replay answers the stored response.",
+    ),
 )
 async def create_order(
     customer: CustomerDep, key: IdempotencyKeyDep, checkout: CheckoutDep, body: OrderCreate
@@ -31,7 +49,17 @@ async def create_order(
     )
 
 
-@router.get("/orders/{order_id}", response_model=OrderPublic, responses=problem_responses(401, 404))
-async def read_order(order_id: str, customer: CustomerDep, session: SessionDep) -> OrderPublic:
+@router.get(
+    "/orders/{order_id}",
+    response_model=OrderPublic,
+    responses=problem_responses(401, 404),
+    operation_id="read_order",
+)
+async def read_order(
+    # Any string is safe here: the service parses it as a UUID first, anything else is 404.
+    order_id: str,
+    customer: CustomerDep,
+    session: SessionDep,
+) -> OrderPublic:
     """Read one of the caller's orders."""
     return await service.read_order(session, customer, order_id)

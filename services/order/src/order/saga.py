@@ -5,20 +5,24 @@ so a crash at any point leaves a `saga_state` the recovery pass can resume or co
 A failure first marks the order failed and `compensating` (and answers or frees the
 idempotency record in that same transaction), then undoes what was done; if undoing fails,
 the saga stays `compensating` and recovery retries it.
+
+The confirming commit and the compensating release and refund go out with
+`X-Request-Priority: critical` (order.clients): under load the downstream sheds them last and
+admits them in its read-only mode, so a saga under way is finished or undone, not left hanging.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from servicekit import Database, ServiceError, UnavailableError
+from servicekit import Database, Metrics, ServiceError, UnavailableError, exemplar, traffic
 
 from order import repository
 from order.clients import InventoryClient, PaymentClient, Rejected
-from order.exceptions import CheckoutUnavailableError
+from order.exceptions import CheckoutUnavailableError, OutOfStockError, PaymentDeclinedError
 from order.models import CHARGED, COMPENSATING, CONFIRMED, FAILED, CustomerOrder
 from order.schemas import Charge, OrderItemCreate, OrderItemPublic, OrderPublic, Reservation
 
@@ -42,15 +46,40 @@ class StoredResponse:
         return "application/json" if self.status < 400 else "application/problem+json"
 
 
+#: Final outcomes of a saga (the `outcome` label of `servicekit_saga_outcomes_total`).
+OUTCOMES = ("confirmed", "declined", "out_of_stock", "rejected", "failed")
+#: Compensating actions (the `action` label of `servicekit_saga_compensations_total`).
+ACTIONS = ("release", "refund")
+
+
+def _new_metrics() -> Metrics:
+    return Metrics("order")
+
+
 @dataclass
 class Checkout:
-    """What the saga needs: the database, both downstreams, and a clock."""
+    """What the saga needs: the database, both downstreams, a clock, and the app's metrics."""
 
     database: Database
     inventory: InventoryClient
     payment: PaymentClient
     reservation_ttl_seconds: int = 300
     clock: Callable[[], datetime] = utcnow
+    #: The app's metrics (`app.state.metrics`); a private set when driven without an app.
+    metrics: Metrics = field(default_factory=_new_metrics)
+
+    def __post_init__(self) -> None:
+        # Every series exists from the start, so dashboards and rates show 0, not "no data".
+        for label in ("live", "shadow"):
+            self.metrics.idempotent_replays.labels(label)
+            for outcome in OUTCOMES:
+                self.metrics.saga_outcomes.labels(outcome, label)
+            for action in ACTIONS:
+                self.metrics.saga_compensations.labels(action, label)
+
+    def count_outcome(self, outcome: str) -> None:
+        """Count a saga that reached its final outcome (once per saga)."""
+        self.metrics.saga_outcomes.labels(outcome, traffic()).inc(exemplar=exemplar())
 
 
 @dataclass(frozen=True)
@@ -113,9 +142,20 @@ async def fail(
                 session, order_id, answer.status, body.decode(), checkout.clock()
             )
             stored = StoredResponse(answer.status, body)
+    checkout.count_outcome(_outcome(answer))
     if undo is not None:
         await compensate(checkout, order_id, undo)
     return stored
+
+
+def _outcome(answer: ServiceError | None) -> str:
+    if answer is None:
+        return "failed"  # a 503: the key is freed so the client may retry
+    if isinstance(answer, PaymentDeclinedError):
+        return "declined"
+    if isinstance(answer, OutOfStockError):
+        return "out_of_stock"
+    return "rejected"  # unknown sku, amount out of range
 
 
 async def compensate(checkout: Checkout, order_id: str, undo: Undo) -> bool:
@@ -127,13 +167,17 @@ async def compensate(checkout: Checkout, order_id: str, undo: Undo) -> bool:
             found = await checkout.inventory.reservations_for(order_id)
             held = [r.id for r in found if r.status == "held"]
         for reservation_id in held:
-            await _ignore_refusal(checkout.inventory.release(reservation_id))
+            if await _ignore_refusal(checkout.inventory.release(reservation_id)):
+                _count_compensation(checkout, "release")
         if undo.charge_id is not None:
-            await _ignore_refusal(checkout.payment.refund(undo.charge_id))
+            if await _ignore_refusal(checkout.payment.refund(undo.charge_id)):
+                _count_compensation(checkout, "refund")
         elif undo.maybe_charged:
             for charge in await checkout.payment.charges_for(order_id):
-                if charge.status == "succeeded":
-                    await _ignore_refusal(checkout.payment.refund(charge.id))
+                if charge.status == "succeeded" and await _ignore_refusal(
+                    checkout.payment.refund(charge.id)
+                ):
+                    _count_compensation(checkout, "refund")
     except (UnavailableError, Rejected) as exc:
         logger.warning("compensation of order %s postponed: %s", order_id, exc)
         return False
@@ -141,7 +185,12 @@ async def compensate(checkout: Checkout, order_id: str, undo: Undo) -> bool:
     return True
 
 
-async def _ignore_refusal(call: Awaitable[object]) -> None:
+def _count_compensation(checkout: Checkout, action: str) -> None:
+    checkout.metrics.saga_compensations.labels(action, traffic()).inc(exemplar=exemplar())
+
+
+async def _ignore_refusal(call: Awaitable[object]) -> bool:
+    """True if the step was done; False if there was nothing to undo."""
     # 409/404: already committed, released, expired, or a declined charge: nothing to undo
     # here. Any other refusal (a misconfigured credential) postpones the compensation.
     try:
@@ -150,6 +199,8 @@ async def _ignore_refusal(call: Awaitable[object]) -> None:
         if exc.status not in (404, 409):
             raise
         logger.warning("compensation step refused: %s", exc)
+        return False
+    return True
 
 
 def check_reservation(
@@ -209,6 +260,7 @@ async def confirm(checkout: Checkout, order_id: str) -> StoredResponse:
         assert order is not None
         body = to_public(order).model_dump_json()
         await repository.complete_record(session, order_id, 201, body, now)
+    checkout.count_outcome("confirmed")
     return StoredResponse(201, body.encode())
 
 

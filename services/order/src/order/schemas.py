@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from servicekit.fields import WholeNumber
 
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -17,7 +18,7 @@ class OrderItemCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sku: str = Field(pattern=SKU_PATTERN, max_length=64)
-    quantity: int = Field(ge=1, le=1000, strict=True)
+    quantity: WholeNumber = Field(ge=1, le=1000)
 
 
 class OrderCreate(BaseModel):

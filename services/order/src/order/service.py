@@ -11,6 +11,7 @@ import logging
 import uuid
 from datetime import timedelta
 
+from servicekit import exemplar, traffic
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,7 +39,9 @@ async def place_order(
         async with checkout.database.transaction() as session:
             record = await repository.get_record(session, customer_id, key)
         if record is not None:
-            return _answer_existing(record, fingerprint)
+            answer = _answer_existing(record, fingerprint)
+            checkout.metrics.idempotent_replays.labels(traffic()).inc(exemplar=exemplar())
+            return answer
     else:
         raise RequestInFlightError("this idempotency key is busy; retry shortly")
 

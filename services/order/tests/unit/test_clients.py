@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from order.clients import InventoryClient, PaymentClient, Rejected
-from servicekit import ServiceClient, UnavailableError
+from servicekit import ServiceClient, UnavailableError, verify_service_token
 
 
 def inventory_answering(response: httpx.Response) -> InventoryClient:
@@ -88,4 +90,5 @@ async def test_charge_sends_the_order_id_as_idempotency_key() -> None:
     charge = await client.charge("o1", "c", 100, "USD")
     assert charge.id == "c1"
     assert seen[0].headers["idempotency-key"] == "o1"
-    assert seen[0].headers["x-service-token"] == "tok"
+    token = seen[0].headers["x-service-token"]
+    assert verify_service_token(token, ["tok"], audience="payment", now=time.time())

@@ -7,7 +7,6 @@ from servicekit import (
     ConflictError,
     NotFoundError,
     PaymentRequiredError,
-    UnavailableError,
     UnprocessableError,
 )
 
@@ -40,8 +39,3 @@ class PaymentDeclinedError(PaymentRequiredError):
 class NotRefundableError(ConflictError):
     slug = "not-refundable"
     title = "Charge not refundable"
-
-
-class InjectedFaultError(UnavailableError):
-    slug = "injected-fault"
-    title = "Injected fault"

@@ -9,24 +9,23 @@ from typing import TypedDict
 
 from fastapi import FastAPI
 from servicekit import Database, create_service_app
+from servicekit.faults import FaultInjector, faults_router
 
 from payment.config import PaymentSettings
-from payment.faults import Faults
 from payment.routes import router
 
 
 class State(TypedDict):
     database: Database
     settings: PaymentSettings
-    faults: Faults
-    random: random.Random
+    faults: FaultInjector
 
 
 def create_app(
     settings: PaymentSettings | None = None,
     *,
     rng: random.Random | None = None,
-    faults: Faults | None = None,
+    faults: FaultInjector | None = None,
 ) -> FastAPI:
     """Build the app; `rng` and `faults` (default: from settings) are seams for tests."""
     settings = settings or PaymentSettings()
@@ -38,9 +37,9 @@ def create_app(
             yield {
                 "database": database,
                 "settings": settings,
-                # One mutable object for the app's life: a runtime admin API can retune it.
-                "faults": faults or Faults.from_settings(settings),
-                "random": rng or random.Random(),
+                # One injector for the app's life: /internal/faults retunes it at runtime.
+                "faults": faults
+                or FaultInjector.from_settings(settings, service=settings.service_name, rng=rng),
             }
         finally:
             await database.dispose()
@@ -50,5 +49,5 @@ def create_app(
         title="payment",
         description="A simulated payment provider: idempotent charges and refunds.",
         lifespan=lifespan,
-        routers=[router],
+        routers=[router, faults_router],
     )

@@ -7,8 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 from servicekit import problem_responses
+from servicekit.faults import inject_faults
+from servicekit.openapi import required_header
 
-from payment.dependencies import ChargeServiceDep, IdempotencyKeyDep, inject_faults
+from payment.dependencies import IDEMPOTENCY_KEY_PATTERN, ChargeServiceDep, IdempotencyKeyDep
 from payment.exceptions import PaymentDeclinedError
 from payment.schemas import ChargeCreate, ChargeList, ChargePublic
 
@@ -20,6 +22,12 @@ router = APIRouter(prefix="/charges", tags=["charges"], dependencies=[Depends(in
     response_model=ChargePublic,
     status_code=201,
     responses={200: {"model": ChargePublic}, **problem_responses(400, 402, 422)},
+    openapi_extra=required_header(
+        "Idempotency-Key",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        max_length=255,
+        description="One charge per (customer, key); a replay answers the recorded charge.",
+    ),
 )
 async def create_charge(
     body: ChargeCreate, key: IdempotencyKeyDep, service: ChargeServiceDep, response: Response

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from servicekit.fields import WholeNumber
 
 MAX_AMOUNT_CENTS = 10_000_000
 
@@ -18,8 +19,9 @@ class ChargeCreate(BaseModel):
 
     order_id: uuid.UUID
     customer_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    # Strict: money is integer cents; "100" or 100.0 are refused rather than coerced.
-    amount_cents: int = Field(ge=1, le=MAX_AMOUNT_CENTS, strict=True)
+    # Money is integer cents: "100" and 100.5 are refused, never coerced (100.0 is the JSON
+    # integer 100, as the schema says).
+    amount_cents: WholeNumber = Field(ge=1, le=MAX_AMOUNT_CENTS)
     currency: Literal["USD"]
 
 

@@ -10,14 +10,19 @@ from typing import Any
 import httpx
 import pytest
 from payment.config import PaymentSettings
-from payment.faults import Faults
 from payment.main import create_app
-from servicekit import create_engine
+from servicekit import create_engine, mint_service_token
+from servicekit.faults import FaultInjector
 from servicekit.testing import MakeDatabase, lifespan_client
 from sqlalchemy import text
 
 TOKEN = "integration-service-token"
-AUTH = {"X-Service-Token": TOKEN}
+# A signed credential for payment, valid longer than any test run.
+AUTH = {
+    "X-Service-Token": mint_service_token(
+        TOKEN, caller="test", audience="payment", ttl_seconds=3600
+    )
+}
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -34,7 +39,10 @@ def payment_client(database_url: str) -> ClientFactory:
 
     @asynccontextmanager
     async def open_client(
-        *, headers: dict[str, str] | None = None, faults: Faults | None = None, **overrides: Any
+        *,
+        headers: dict[str, str] | None = None,
+        faults: FaultInjector | None = None,
+        **overrides: Any,
     ) -> AsyncIterator[httpx.AsyncClient]:
         settings = PaymentSettings(
             database_url=database_url, environment="test", service_token=TOKEN, **overrides

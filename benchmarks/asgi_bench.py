@@ -1,0 +1,223 @@
+"""Shared by B1 and B2: the apps under test, real uvicorn servers, and wrk.
+
+Every app serves the same trivial route, `GET /hello` -> `{"hello": "world"}`. The bare
+FastAPI app is the baseline; the kit app is `servicekit.create_service_app` with everything it
+installs (request context and access log, security headers, recovery, metrics, service-tier
+shedding, body cap; tracing as the environment says). It is built like the gateway
+(`internal=False`): no service credential to check, so the measurement is the middleware stack.
+
+Servers are started once and measured in turns (bare, kit, ..., bare, kit, ...) so drift on a
+shared machine hits both sides; the ratio is taken per round and the median reported. With two
+or more CPUs, uvicorn runs on CPU 0 and wrk on CPU 1 (taskset), so the load generator does not
+steal the server's core.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+HERE = Path(__file__).resolve().parent
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+CONNECTIONS = 32
+DURATION_S = 5
+WARMUP_S = 2
+PINNED = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+
+
+# --- the apps (built by uvicorn --factory in the server process) ------------------------------
+
+
+def bare_app() -> Any:
+    """FastAPI with the route and nothing else."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/hello")
+    async def read_hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    return app
+
+
+def kit_app() -> Any:
+    """The same route inside `create_service_app` (settings from `BENCH_*`)."""
+    import servicekit as kit
+    from fastapi import APIRouter, FastAPI
+    from pydantic_settings import SettingsConfigDict
+
+    class BenchSettings(kit.ServiceSettings):
+        service_name: ClassVar[str] = "bench"
+        model_config = SettingsConfigDict(env_prefix="BENCH_", extra="ignore")
+
+    router = APIRouter()
+
+    @router.get("/hello")
+    async def read_hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        yield {}
+
+    return kit.create_service_app(
+        BenchSettings(), title="bench", lifespan=lifespan, routers=[router], internal=False
+    )
+
+
+# --- servers and wrk ---------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """One uvicorn process serving `factory` on `port`."""
+
+    name: str
+    factory: str
+    port: int
+    env: Mapping[str, str]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hello"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pinned(cpu: int, command: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *command] if PINNED else command
+
+
+@contextmanager
+def serving(servers: list[Server]) -> Iterator[None]:
+    """Start every server (one worker, no uvicorn access log), wait until each answers."""
+    processes = []
+    try:
+        for server in servers:
+            command = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                f"asgi_bench:{server.factory}",
+                "--factory",
+                "--app-dir",
+                str(HERE),
+                "--port",
+                str(server.port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ]
+            with server.log.open("ab") as log:
+                processes.append(
+                    subprocess.Popen(  # noqa: S603
+                        _pinned(0, command),
+                        env={**os.environ, **server.env},
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        for server, process in zip(servers, processes, strict=True):
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(server.url, timeout=1) as response:  # noqa: S310
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{server.name} did not start; see {server.log}")
+                time.sleep(0.2)
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_PERCENTILE = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, duration: int = DURATION_S) -> dict[str, float]:
+    """Requests/s and p50/p99 latency (ms) of one wrk run against `url`."""
+    command = [WRK, "-t1", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency", url]
+    done = subprocess.run(  # noqa: S603
+        _pinned(1, command), capture_output=True, text=True, check=True
+    )
+    rps = _RPS.search(done.stdout)
+    if rps is None or "Non-2xx" in done.stdout or "Socket errors" in done.stdout:
+        raise RuntimeError(f"wrk run not clean:\n{done.stdout}")
+    result = {"rps": float(rps.group(1))}
+    for percentile, value, unit in _PERCENTILE.findall(done.stdout):
+        result[f"p{percentile}_ms"] = float(value) * _UNIT_MS[unit]
+    return result
+
+
+def measure(servers: list[Server], runs: int) -> dict[str, list[dict[str, float]]]:
+    """Warm every server up, then `runs` rounds, each server measured once per round."""
+    results: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
+    with serving(servers):
+        for server in servers:
+            wrk(server.url, WARMUP_S)
+        for round_ in range(runs):
+            for server in servers:
+                results[server.name].append(wrk(server.url))
+                print(
+                    f"  round {round_ + 1}/{runs} {server.name:<28} "
+                    f"{results[server.name][-1]['rps']:>9.0f} req/s",
+                    flush=True,
+                )
+    return results
+
+
+def ratio_to(results: dict[str, list[dict[str, float]]], name: str, baseline: str) -> float:
+    """Median over rounds of `name`'s throughput divided by the baseline's in the same round."""
+    pairs = zip(results[name], results[baseline], strict=True)
+    return statistics.median(ours["rps"] / base["rps"] for ours, base in pairs)
+
+
+def summary(results: list[dict[str, float]]) -> dict[str, float]:
+    """Medians of one server's rounds."""
+    return {
+        key: statistics.median(r[key] for r in results if key in r)
+        for key in ("rps", "p50_ms", "p99_ms")
+    }
+
+
+def setup_note() -> str:
+    """How the load was generated, for the report."""
+    pinning = (
+        "uvicorn pinned to CPU 0 and wrk to CPU 1 (taskset)"
+        if PINNED
+        else "no CPU pinning (fewer than 2 CPUs or no taskset)"
+    )
+    return (
+        f"Load generator: wrk, 1 thread, {CONNECTIONS} connections, {DURATION_S} s per run after "
+        f"a {WARMUP_S} s warm-up; one uvicorn worker per app (httptools, uvloop); {pinning}."
+    )

@@ -1,0 +1,201 @@
+"""Rate-limit counting that survives Redis: shared counts in Redis, per-process counts without it.
+
+Built on `limits.aio` (the asyncio strategies and storages of the `limits` package): every
+Redis call is awaited with a short timeout, so a dead or stalled Redis never blocks the event
+loop and never turns into a 5xx. When a call fails or times out the limiter switches to
+in-memory counting in this process (logged once, `servicekit_rate_limit_fallback` = 1) and
+probes Redis in the background with exponential backoff; the first probe that answers
+switches it back (logged once). Requests never wait for a probe, and a Redis that flaps is
+probed less and less often.
+
+A `Rule` carries two amounts: `item`, counted in Redis and shared by every gateway process,
+and `local_item`, what one process enforces while it counts alone. Availability-first limits
+use the same amount for both; fail-closed ones (checkout attempts) give each process only its
+share, so the fleet as a whole never lets more through than the limit (see `gateway.limits`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import FixedWindowRateLimiter
+from prometheus_client import Gauge
+
+logger = logging.getLogger("gateway.ratelimit")
+
+#: First and longest wait between two probes of a Redis that went away.
+PROBE_BACKOFF = (0.5, 10.0)
+
+
+def parse_limit(value: str) -> RateLimitItem:
+    """One limit in limits notation (`"200/second"`); ValueError otherwise."""
+    try:
+        items = parse_many(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a rate limit like '200/second' ({exc})") from None
+    if len(items) != 1:
+        raise ValueError(f"{value!r}: give exactly one limit, like '200/second'")
+    return items[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One limit: `item` when counted in Redis, `local_item` when counted in this process."""
+
+    name: str
+    item: RateLimitItem
+    local_item: RateLimitItem
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether a hit was allowed, by which amount, and when the window resets."""
+
+    allowed: bool
+    #: The amount that was enforced (the shared or the per-process one).
+    limit: int
+    #: Seconds until the window resets; computed only for refusals (0.0 when allowed).
+    reset_after: float
+    #: True if the hit was counted in the shared storage.
+    shared: bool
+
+
+class FallbackRateLimiter:
+    """Fixed-window counting in a shared storage (Redis), falling back to process memory.
+
+    `primary=None` means no shared storage is configured: counting is per process for good.
+    """
+
+    def __init__(
+        self,
+        primary: Storage | None,
+        *,
+        timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+        backoff: tuple[float, float] = PROBE_BACKOFF,
+        gauge: Gauge | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self._primary_storage = primary
+        self._primary = FixedWindowRateLimiter(primary) if primary is not None else None
+        self._local = FixedWindowRateLimiter(MemoryStorage())
+        self._clock = clock
+        self._backoff_range = backoff
+        self._backoff = backoff[0]
+        self._next_probe = 0.0
+        self._recovered_at = float("-inf")
+        self._probe: asyncio.Task[None] | None = None
+        self._gauge = gauge
+        self._shared = primary is not None
+        # Calls given up on at their deadline, kept referenced until they finish unwinding.
+        self._abandoned: set[asyncio.Task[Decision]] = set()
+
+    @property
+    def shared(self) -> bool:
+        """True while hits are counted in the shared storage."""
+        return self._shared
+
+    @property
+    def probe(self) -> asyncio.Task[None] | None:
+        """The background probe of the shared storage, if one has been started."""
+        return self._probe
+
+    async def hit(self, rule: Rule, *identifiers: str) -> Decision:
+        """Count one hit against `rule` for `identifiers`; never raises for a storage failure."""
+        if self._primary is not None and self._use_primary():
+            try:
+                return await self._bounded(
+                    self._decide(self._primary, rule.item, identifiers, shared=True)
+                )
+            except Exception as exc:  # any storage failure: count locally, never a 5xx
+                self._lose(exc)
+        return await self._decide(self._local, rule.local_item, identifiers, shared=False)
+
+    async def _bounded(self, call: Coroutine[Any, Any, Decision]) -> Decision:
+        # Not `asyncio.timeout`: that waits for the cancelled call to unwind, and redis-py's
+        # unwinding (closing the connection, releasing it to the pool under a lock) queues
+        # behind every other call cancelled in the same stall. The call runs in a task of its
+        # own; at the deadline the request moves on and the task is cancelled behind it.
+        task = asyncio.ensure_future(call)
+        done, _ = await asyncio.wait((task,), timeout=self.timeout)
+        if task in done:
+            return task.result()
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(self._forget)
+        raise TimeoutError(f"no answer from the rate-limit storage within {self.timeout} s")
+
+    def _forget(self, task: asyncio.Task[Decision]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the failure was already handled as a timeout
+
+    @staticmethod
+    async def _decide(
+        strategy: FixedWindowRateLimiter,
+        item: RateLimitItem,
+        identifiers: tuple[str, ...],
+        *,
+        shared: bool,
+    ) -> Decision:
+        if await strategy.hit(item, *identifiers):
+            return Decision(True, item.amount, 0.0, shared)
+        # A refusal says when to come back: one more round trip, only for refused hits.
+        stats = await strategy.get_window_stats(item, *identifiers)
+        return Decision(False, item.amount, max(0.0, stats.reset_time - time.time()), shared)
+
+    def _use_primary(self) -> bool:
+        if self._shared:
+            return True
+        if self._clock() >= self._next_probe and (self._probe is None or self._probe.done()):
+            self._probe = asyncio.create_task(self._run_probe(), name="rate-limit-redis-probe")
+        return False
+
+    def _lose(self, exc: BaseException) -> None:
+        if not self._shared:
+            return  # another request in flight saw the same outage: logged already
+        self._shared = False
+        now = self._clock()
+        # Lost again soon after coming back (a flapping Redis, or a loop too busy to see its
+        # answers in time): keep backing off instead of starting over.
+        flapping = now - self._recovered_at < self._backoff_range[1]
+        initial, longest = self._backoff_range
+        self._backoff = min(self._backoff * 2, longest) if flapping else initial
+        self._next_probe = now + self._backoff
+        if self._gauge is not None:
+            self._gauge.set(1)
+        logger.warning(
+            "rate limits: Redis unavailable (%s); counting per process until it answers again",
+            type(exc).__name__ if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}",
+        )
+
+    async def _run_probe(self) -> None:
+        assert self._primary_storage is not None
+        try:
+            async with asyncio.timeout(self.timeout * 4):
+                alive = await self._primary_storage.check()
+        except Exception:  # a probe that fails is the expected case during an outage
+            alive = False
+        if alive:
+            self._shared = True
+            self._recovered_at = self._clock()
+            if self._gauge is not None:
+                self._gauge.set(0)
+            logger.warning("rate limits: Redis is back; counting in Redis again")
+            return
+        self._backoff = min(self._backoff * 2, self._backoff_range[1])
+        self._next_probe = self._clock() + self._backoff
+
+    async def aclose(self) -> None:
+        """Stop the probe and the abandoned calls still unwinding (lifespan exit)."""
+        pending = [*self._abandoned, *([self._probe] if self._probe is not None else [])]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,377 @@
+"""Tracing: OpenTelemetry spans for every hop, set up in the lifespan, cheap when unsampled.
+
+`Tracing` is made by the app factory and started by the kit's lifespan (nothing happens at
+import). It reads only the standard variables:
+
+- `OTEL_SDK_DISABLED=true`: no tracer at all; the kit still makes and propagates trace ids.
+- `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`: the standard sampler names. Unset, the kit
+  samples `parentbased_traceidratio` at `DEFAULT_RATIO` (a caller's sampled flag is obeyed, so
+  one sampled checkout is traced on every hop).
+- `OTEL_TRACES_EXPORTER` (`otlp`, `console`, `none`, comma-separated): unset, OTLP/HTTP is used
+  when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set. The OTLP exporter reads
+  its own `OTEL_EXPORTER_OTLP_*` variables. A service's `<P>_TRACES_FILE` (set by `make up`)
+  adds a JSON-lines file that `python -m servicekit.traces` prints as a waterfall.
+- `OTEL_BSP_*`: the batch processor's queue and delay.
+
+No exporter means no tracer. Spans are made by the kit's own pure-ASGI code (server span in
+`RequestContextMiddleware`, client span in `TracingTransport`, database spans from SQLAlchemy
+cursor events, Redis spans in `servicekit.redis_client`); an unsampled request gets ids and a
+propagated `traceparent`, and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import uuid
+import weakref
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from sqlalchemy import Engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+logger = logging.getLogger("servicekit.telemetry")
+
+#: Root sampling ratio when `OTEL_TRACES_SAMPLER` is unset (`make up` samples everything).
+DEFAULT_RATIO = 0.1
+#: Where the request's tracer travels, beside its span, in the OpenTelemetry context.
+_TRACER_KEY = otel_context.create_key("servicekit-tracer")
+
+
+def sampler_from_env() -> Sampler:
+    """The sampler named by `OTEL_TRACES_SAMPLER` / `_ARG`; the kit's default when unset."""
+    name = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    raw_arg = os.environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    try:
+        ratio = min(1.0, max(0.0, float(raw_arg))) if raw_arg else None
+    except ValueError:
+        logger.warning("OTEL_TRACES_SAMPLER_ARG=%r is not a number; ignored", raw_arg)
+        ratio = None
+    if not name:
+        return ParentBasedTraceIdRatio(DEFAULT_RATIO if ratio is None else ratio)
+    samplers: dict[str, Sampler] = {
+        "always_on": ALWAYS_ON,
+        "always_off": ALWAYS_OFF,
+        "traceidratio": TraceIdRatioBased(1.0 if ratio is None else ratio),
+        "parentbased_always_on": ParentBased(ALWAYS_ON),
+        "parentbased_always_off": ParentBased(ALWAYS_OFF),
+        "parentbased_traceidratio": ParentBasedTraceIdRatio(1.0 if ratio is None else ratio),
+    }
+    if name not in samplers:
+        raise ValueError(f"OTEL_TRACES_SAMPLER={name!r} is not one of {', '.join(samplers)}")
+    return samplers[name]
+
+
+def exporters_from_env(traces_file: str | Path | None = None) -> list[SpanExporter]:
+    """The exporters `OTEL_TRACES_EXPORTER` asks for, plus the local file when given."""
+    names = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if not names:
+        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        names = "otlp" if endpoint else "none"
+    exporters: list[SpanExporter] = []
+    for name in (n.strip() for n in names.split(",")):
+        if name == "otlp":
+            # Imported here: the OTLP stack (protobuf, requests) loads only when it is used.
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporters.append(OTLPSpanExporter())
+        elif name == "console":
+            exporters.append(ConsoleSpanExporter())
+        elif name not in ("none", ""):
+            raise ValueError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} (otlp, console)")
+    if traces_file:
+        exporters.append(JsonLinesSpanExporter(traces_file))
+    return exporters
+
+
+def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
+    """One finished span as a flat JSON-able dict (the local trace file's line format)."""
+    context = span.get_span_context()
+    parent = span.parent
+    assert context is not None
+    return {
+        "trace_id": f"{context.trace_id:032x}",
+        "span_id": f"{context.span_id:016x}",
+        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
+        "name": span.name,
+        "kind": span.kind.name,
+        "service": span.resource.attributes.get("service.name"),
+        "start_time_unix_nano": span.start_time,
+        "end_time_unix_nano": span.end_time,
+        "status": span.status.status_code.name,
+        "attributes": dict(span.attributes or {}),
+        "events": [
+            {"name": e.name, "time_unix_nano": e.timestamp, "attributes": dict(e.attributes or {})}
+            for e in span.events
+        ],
+    }
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Append finished spans to a file, one JSON object per line (local mode, no backend).
+
+    Runs on the batch processor's thread, never on the event loop; a batch is one `write`.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Write `spans`; a failed write is reported, never raised into the processor."""
+        lines = "".join(json.dumps(span_to_dict(s), default=str) + "\n" for s in spans)
+        try:
+            with self._lock:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a", encoding="utf-8") as handle:
+                    handle.write(lines)
+        except OSError:
+            logger.exception("could not write spans to %s", self.path)
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+
+class Tracing:
+    """The tracer of one service: built by `start()` in the lifespan, flushed by `shutdown()`.
+
+    `tracer` is None before start, after shutdown, and when tracing is off (no exporter, or
+    `OTEL_SDK_DISABLED=true`); the middleware then keeps its own ids, at no cost.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        version: str,
+        *,
+        traces_file: str | Path | None = None,
+        exporters: Sequence[SpanExporter] | None = None,
+        sampler: Sampler | None = None,
+    ) -> None:
+        self.service = service
+        self.version = version
+        self.traces_file = traces_file
+        self._exporters = exporters
+        self._sampler = sampler
+        self.provider: TracerProvider | None = None
+        self.tracer: Tracer | None = None
+
+    def start(self) -> None:
+        """Read the `OTEL_*` variables and build the provider (once; later calls do nothing)."""
+        if self.provider is not None:
+            return
+        if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return
+        exporters = (
+            list(self._exporters)
+            if self._exporters is not None
+            else exporters_from_env(self.traces_file)
+        )
+        if not exporters:
+            return
+        detected = OTELResourceDetector().detect().attributes
+        resource = Resource.create(
+            {
+                # Named by the kit, not OTEL_SERVICE_NAME: local services share one environment.
+                "service.name": self.service,
+                "service.version": self.version,
+                "service.instance.id": str(detected.get("service.instance.id") or uuid.uuid4()),
+            }
+        )
+        provider = TracerProvider(
+            sampler=self._sampler or sampler_from_env(),
+            resource=resource,
+            shutdown_on_exit=False,  # the lifespan flushes; atexit would keep every app alive
+        )
+        for exporter in exporters:
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+        self.provider = provider
+        self.tracer = provider.get_tracer("servicekit", self.version)
+
+    def shutdown(self) -> None:
+        """Export what is queued, then stop (blocking: call it off the loop, at exit)."""
+        provider, self.provider, self.tracer = self.provider, None, None
+        if provider is not None:
+            provider.shutdown()
+
+
+def activate(tracer: Tracer, span: trace.Span) -> otel_context.Context:
+    """A context in which `span` is current and `tracer` makes the child spans."""
+    return otel_context.set_value(_TRACER_KEY, tracer, trace.set_span_in_context(span))
+
+
+def current_tracer() -> Tracer | None:
+    """The tracer of the request being served, when tracing is on (else None)."""
+    tracer = otel_context.get_value(_TRACER_KEY)
+    return tracer if isinstance(tracer, Tracer) else None
+
+
+def child_span(name: str, kind: SpanKind = SpanKind.INTERNAL) -> trace.Span | None:
+    """A span under the current one, or None when unsampled or untraced (cheap to ask)."""
+    tracer = current_tracer()
+    if tracer is None or not trace.get_current_span().is_recording():
+        return None
+    return tracer.start_span(name, kind=kind)
+
+
+def fail(span: trace.Span, exc: BaseException) -> None:
+    """Record `exc` on `span` (the one place a span gets an exception) and mark it an error."""
+    if span.is_recording():
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+
+
+def traceparent(span: trace.Span) -> str:
+    """The W3C `traceparent` naming `span` as the parent of the next hop."""
+    ctx = span.get_span_context()
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags) & 1:02x}"
+
+
+class TraceErrorsMiddleware:
+    """Pure ASGI, just inside recovery: an escaping exception is recorded on the server span.
+
+    Recovery logs it (once, with its stack) and answers 500; this records it on the span
+    (once) and lets it go on. Unsampled requests pay one `try`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            fail(trace.get_current_span(), exc)
+            raise
+
+
+class TracingTransport(httpx.AsyncBaseTransport):
+    """An httpx transport making one client span per attempt; `traceparent` names that span.
+
+    The span ends when the response headers arrive (bodies between services are small).
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, peer: str) -> None:
+        self.inner = inner
+        self.peer = peer
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` under a client span (or as it is, when the request is untraced)."""
+        tracer = current_tracer()
+        if tracer is None:
+            return await self.inner.handle_async_request(request)
+        span = tracer.start_span(f"{request.method} {self.peer}", kind=SpanKind.CLIENT)
+        # Unsampled too: the next hop logs the same trace id and keeps the decision.
+        request.headers["traceparent"] = traceparent(span)
+        try:
+            response = await self.inner.handle_async_request(request)
+        except BaseException as exc:
+            fail(span, exc)
+            span.end()
+            raise
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "http.request.method": request.method,
+                    "server.address": request.url.host,
+                    "server.port": request.url.port or 80,
+                    "url.path": request.url.path,
+                    "peer.service": self.peer,
+                    "http.response.status_code": response.status_code,
+                }
+            )
+            if response.status_code >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()
+        return response
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self.inner.aclose()
+
+
+_SQL_TARGET = re.compile(r'\b(?:FROM|INTO|UPDATE|JOIN)\s+"?([A-Za-z_][\w.]*)"?', re.IGNORECASE)
+
+
+@lru_cache(maxsize=512)
+def statement_summary(statement: str) -> tuple[str, str | None]:
+    """(operation, first table) of a SQL statement: `SELECT products`, never its parameters."""
+    words = statement.split(None, 1)
+    operation = words[0].upper() if words else "SQL"
+    target = _SQL_TARGET.search(statement)
+    return operation, target.group(1) if target else None
+
+
+_traced_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def trace_queries(engine: AsyncEngine) -> None:
+    """Add a span per statement run on `engine`, when the request is sampled.
+
+    SQLAlchemy's cursor events run on the request's context (its greenlet inherits it), so
+    the span nests under the server span. Only the operation and table are recorded.
+    """
+    sync_engine = engine.sync_engine
+    if sync_engine in _traced_engines:
+        return
+    _traced_engines.add(sync_engine)
+    system = engine.dialect.name
+
+    def before(_conn: Any, _cursor: Any, statement: str, _p: Any, ctx: Any, _many: bool) -> None:
+        operation, table = statement_summary(statement)
+        name = f"{operation} {table}" if table else operation
+        span = child_span(name, SpanKind.CLIENT)
+        if span is None:
+            return
+        span.set_attributes(
+            {"db.system.name": system, "db.operation.name": operation, "db.query.summary": name}
+        )
+        if table:
+            span.set_attribute("db.collection.name", table)
+        ctx._servicekit_span = span
+
+    def after(_conn: Any, _cursor: Any, _s: str, _p: Any, ctx: Any, _many: bool) -> None:
+        span = getattr(ctx, "_servicekit_span", None)
+        if span is not None:
+            ctx._servicekit_span = None
+            span.end()
+
+    def failed(exception_context: Any) -> None:
+        ctx = exception_context.execution_context
+        span = getattr(ctx, "_servicekit_span", None) if ctx is not None else None
+        if span is not None:
+            ctx._servicekit_span = None
+            fail(span, exception_context.original_exception)
+            span.end()
+
+    event.listen(sync_engine, "before_cursor_execute", before)
+    event.listen(sync_engine, "after_cursor_execute", after)
+    event.listen(sync_engine, "handle_error", failed)

@@ -1,0 +1,185 @@
+"""A small closed-loop load driver: N workers send checkouts (or reads) for a few seconds and
+every answer is recorded: when it was sent, how long it took, its status, body and headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+#: Affordable products (the payment service declines anything above $1,000).
+SKUS = (
+    "coffee-house-blend-250g",
+    "coffee-ethiopia-yirgacheffe-250g",
+    "coffee-colombia-huila-250g",
+    "tea-sencha-100g",
+    "tea-earl-grey-100g",
+    "mug-stoneware-350ml",
+    "filters-paper-100",
+    "dripper-ceramic-v60",
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One answer (status 0: no HTTP answer at all, `error` says why)."""
+
+    kind: str
+    started: float
+    latency: float
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def ended(self) -> float:
+        return self.started + self.latency
+
+    def is_problem(self) -> bool:
+        """An RFC 9457 problem body with the fields the contract promises."""
+        return (
+            self.headers.get("content-type", "").startswith("application/problem+json")
+            and isinstance(self.body, dict)
+            and self.body.get("status") == self.status
+            and all(self.body.get(k) for k in ("type", "title", "detail", "request_id"))
+        )
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); nan for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+class Recorder:
+    """Sends requests and keeps every outcome; times are seconds since the recorder started."""
+
+    def __init__(self, client: httpx.AsyncClient, keys: Sequence[str]) -> None:
+        self.client = client
+        self.keys = list(keys)
+        self.outcomes: list[Outcome] = []
+        self.origin = time.monotonic()
+        self._rng = random.Random(7)
+
+    def now(self) -> float:
+        return time.monotonic() - self.origin
+
+    async def send(self, kind: str, method: str, path: str, **kwargs: Any) -> Outcome:
+        started = self.now()
+        try:
+            response = await self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            outcome = Outcome(kind, started, self.now() - started, 0, error=repr(exc))
+        else:
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text[:500]
+            outcome = Outcome(
+                kind,
+                started,
+                self.now() - started,
+                response.status_code,
+                body,
+                {k.lower(): v for k, v in response.headers.items()},
+            )
+        self.outcomes.append(outcome)
+        return outcome
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._rng.choice(self.keys)}"}
+
+    async def checkout(self, sku: str | None = None) -> Outcome:
+        """POST /api/orders with a fresh Idempotency-Key, one unit of one product."""
+        headers = {**self._auth(), "Idempotency-Key": secrets.token_hex(16)}
+        items = [{"sku": sku or self._rng.choice(SKUS), "quantity": 1}]
+        return await self.send(
+            "checkout", "POST", "/api/orders", json={"items": items}, headers=headers
+        )
+
+    async def read_product(self, sku: str | None = None) -> Outcome:
+        path = f"/api/products/{sku or self._rng.choice(SKUS)}"
+        return await self.send("read", "GET", path, headers=self._auth())
+
+    async def run(
+        self,
+        action: Callable[[], Awaitable[Outcome]],
+        *,
+        concurrency: int,
+        seconds: float | None = None,
+        until: asyncio.Event | None = None,
+        pause: float = 0.0,
+    ) -> list[Outcome]:
+        """`concurrency` workers repeat `action` for `seconds` or until `until` is set;
+        returns this run's outcomes."""
+        first = len(self.outcomes)
+        deadline = time.monotonic() + seconds if seconds is not None else math.inf
+        stop = until or asyncio.Event()
+
+        async def worker() -> None:
+            while time.monotonic() < deadline and not stop.is_set():
+                await action()
+                if pause:
+                    await asyncio.sleep(pause)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return self.outcomes[first:]
+
+    async def open_loop(
+        self, action: Callable[[], Coroutine[Any, Any, Outcome]], *, rate: float, seconds: float
+    ) -> list[Outcome]:
+        """Start `action` `rate` times a second for `seconds`, whether or not earlier ones have
+        answered (open loop: a slow server does not slow the arrivals); returns the outcomes."""
+        first = len(self.outcomes)
+        tasks: list[asyncio.Task[Outcome]] = []
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < seconds:
+            while len(tasks) < elapsed * rate:
+                tasks.append(asyncio.create_task(action()))
+            await asyncio.sleep(min(0.01, 1 / rate))
+        await asyncio.gather(*tasks)
+        return self.outcomes[first:]
+
+    async def wait_for(self, kind: str, status: int, count: int, timeout: float) -> float:
+        """Wait until `count` answers of `kind` with `status` arrived; returns the time then."""
+        deadline = time.monotonic() + timeout
+        while len(self.of(kind, status)) < count:
+            assert time.monotonic() < deadline, f"not {count} x {kind} {status}: {self.summary()}"
+            await asyncio.sleep(0.05)
+        return self.now()
+
+    # --- views --------------------------------------------------------------------------------
+
+    def of(self, kind: str | None = None, status: int | None = None) -> list[Outcome]:
+        return [
+            o
+            for o in self.outcomes
+            if (kind is None or o.kind == kind) and (status is None or o.status == status)
+        ]
+
+    def confirmed_orders(self) -> dict[str, int]:
+        """{order id: total} of every 201 checkout answer."""
+        return {o.body["id"]: o.body["total_cents"] for o in self.of("checkout", 201)}
+
+    def summary(self) -> str:
+        """Answers counted by kind, status and problem type: `{"checkout 503 circuit-open": 4}`."""
+        counts: dict[str, int] = {}
+        for o in self.outcomes:
+            label = f"{o.kind} {o.status}"
+            if isinstance(o.body, dict) and o.status >= 400:
+                label += f" {str(o.body.get('type', '')).rsplit('/', 1)[-1]}"
+            counts[label] = counts.get(label, 0) + 1
+        return json.dumps(dict(sorted(counts.items())))
