@@ -18,5 +18,10 @@ requirements="$(mktemp)"
 trap 'rm -f "$requirements"' EXIT
 uv export --frozen --no-hashes --no-emit-workspace --all-groups --quiet >"$requirements"
 # --no-deps: the export is already the complete, pinned set; --disable-pip: nothing installed.
+# A package the advisory service does not know is reported as "could not be audited" and does
+# not fail the run; PIP_AUDIT_STRICT=1 makes it fail (use it where CI reaches pypi.org: some
+# sandboxes proxy only part of PyPI's JSON API, and then nothing can be audited at all).
+strict=()
+[ "${PIP_AUDIT_STRICT:-0}" = "1" ] && strict=(--strict)
 .venv/bin/pip-audit --requirement "$requirements" --no-deps --disable-pip \
-  --vulnerability-service pypi --progress-spinner off
+  --vulnerability-service pypi --progress-spinner off "${strict[@]}"

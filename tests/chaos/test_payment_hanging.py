@@ -86,8 +86,11 @@ async def test_payment_hanging_times_out_opens_breaker_and_stays_flat(
     assert_clean_failures(checkouts, allowed=(201, 503))
     hanging = [o for o in checkouts if hung_at <= o.started and o.ended <= cleared_at]
     assert hanging and all(o.status == 503 for o in hanging), load.summary()
-    # Timeouts fired: calls failed, and the first checkouts waited about one timeout for them.
-    slowest = max(o.latency for o in hanging)
+    # Timeouts fired: calls failed, and the checkouts caught by the hang waited about one
+    # timeout for them (those in flight when it began included: with every worker busy, the
+    # checkouts started after it may all find the breaker already open).
+    caught = [o for o in checkouts if o.status == 503 and hung_at <= o.ended <= cleared_at]
+    slowest = max(o.latency for o in caught)
     assert failed > 0 and slowest >= 0.9 * HTTP_TIMEOUT, f"{failed=}, {slowest=:.2f}s"
     assert slowest <= BUDGET, f"a checkout took {slowest:.2f}s (budget {BUDGET:.1f}s)"
     # Open: checkouts no longer wait on payment (each half-open probe still waits once).

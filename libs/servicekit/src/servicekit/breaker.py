@@ -254,6 +254,16 @@ class AsyncCircuitBreaker(pybreaker.CircuitBreaker):
         self.record(permit, failed=False)
         return result
 
+    def check(self) -> None:
+        """Raise `CircuitOpenError` (counted as rejected) if a call now would fail fast.
+
+        Admits nothing: for a caller that must not start work whose later call to this
+        dependency is bound to be refused (order checks payment's before holding stock).
+        """
+        remaining = self.open_remaining()
+        if remaining > 0:
+            raise self._reject(remaining)
+
     def admit(self) -> Permit:
         """Let one call through or raise `CircuitOpenError` (no I/O, never waits)."""
         with self._lock:

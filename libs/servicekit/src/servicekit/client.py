@@ -151,19 +151,26 @@ class ServiceClient:
         """Send a request and return its answer, whatever the status.
 
         Transport errors and timeouts raise `UnavailableError`; an open breaker raises
-        `CircuitOpenError`. Idempotent calls (by method, or `idempotent=True` for a POST that
-        carries an Idempotency-Key) are retried on transport errors (not timeouts) and on
-        502/503/504, with backoff and jitter, within the request's deadline and the retry budget.
+        `CircuitOpenError`, which therefore always means that this call sent nothing (a retry
+        refused by a breaker that opened meanwhile ends with the earlier attempt's outcome, so
+        a caller never mistakes "maybe done" for "not done"). Idempotent calls (by method, or
+        `idempotent=True` for a POST that carries an Idempotency-Key) are retried on transport
+        errors (not timeouts) and on 502/503/504, with backoff and jitter, within the request's
+        deadline and the retry budget.
         """
         retryable = self.retry.is_idempotent(method) if idempotent is None else idempotent
         self._retry_budget.deposit()
         attempt = 1
+        outcome: httpx.Response | UnavailableError | None = None
         while True:
-            outcome: httpx.Response | UnavailableError
             try:
                 outcome = await self._send(method, path, json, content, params, headers)
             except CircuitOpenError:
-                raise  # nothing was sent, and retrying would only be refused again
+                if outcome is None:
+                    raise  # nothing was sent, and retrying would only be refused again
+                if isinstance(outcome, UnavailableError):
+                    raise outcome from None
+                return outcome
             except UnavailableError as exc:
                 if isinstance(exc.__cause__, httpx.TimeoutException):
                     raise  # it spent the call's whole budget; a slow dependency gets no second

@@ -58,6 +58,7 @@ class ServiceError(Exception):
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
         seconds = retry_after if retry_after is not None else self.retry_after
+        self.retry_after = seconds
         if seconds is not None:
             self.headers.setdefault("Retry-After", str(max(1, int(seconds))))
 

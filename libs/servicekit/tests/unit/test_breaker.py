@@ -13,6 +13,7 @@ import threading
 import pybreaker
 import pytest
 from servicekit import AsyncCircuitBreaker, BreakerConfig, CircuitOpenError, Metrics
+from servicekit.breaker import OPEN
 from servicekit.testing import FakeClock
 
 
@@ -391,3 +392,23 @@ async def test_every_state_change_is_logged_with_its_reason_and_rates(
     assert opened.dependency == "payment"  # type: ignore[attr-defined]
     assert opened.reason == "consecutive_failures"  # type: ignore[attr-defined]
     assert opened.failure_rate == 100.0  # type: ignore[attr-defined]
+
+
+def test_check_refuses_while_open_and_admits_nothing(fake_clock: FakeClock) -> None:
+    metrics = Metrics("order")
+    breaker = AsyncCircuitBreaker(
+        "payment", BreakerConfig(reset_seconds=10), clock=fake_clock, metrics=metrics
+    )
+    breaker.check()  # closed: nothing happens
+    breaker.open()
+    fake_clock.advance(4)
+    with pytest.raises(CircuitOpenError) as info:
+        breaker.check()
+    assert info.value.retry_after == 6
+    rejected = metrics.registry.get_sample_value(
+        "servicekit_breaker_calls_total", {"dependency": "payment", "outcome": "rejected"}
+    )
+    assert rejected == 1
+    fake_clock.advance(6)
+    breaker.check()  # reset time over: a probe may go, and check() did not take its slot
+    assert breaker.current_state == OPEN

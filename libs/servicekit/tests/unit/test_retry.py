@@ -235,16 +235,36 @@ async def test_open_breaker_fails_fast_without_sending_or_retrying(fake_clock: F
     sleeps = Sleeps()
     downstream = Downstream(*[httpx.Response(502)] * 10)
     payment = client(downstream, breaker=breaker, sleeps=sleeps, max_attempts=5)
-    # Attempt 1 and its retry fail and trip the breaker; the second retry is refused by it.
+    # Attempt 1 and its retry fail and trip the breaker; the second retry is refused by it,
+    # and the call ends with what was actually answered: CircuitOpenError means "nothing sent".
+    last = await payment.request("GET", "/charges")
+    assert last.status_code == 502
+    assert len(downstream.requests) == 2 and len(sleeps.delays) == 2
     with pytest.raises(CircuitOpenError) as info:
         await payment.request("GET", "/charges")
-    assert len(downstream.requests) == 2 and len(sleeps.delays) == 2
+    assert len(downstream.requests) == 2
     assert info.value.status == 503 and info.value.headers["Retry-After"] == "10"
     fake_clock.advance(4)
     with pytest.raises(CircuitOpenError) as again:
         await payment.request("GET", "/charges")
     assert len(downstream.requests) == 2
     assert again.value.headers["Retry-After"] == "6"
+
+
+async def test_a_retry_refused_by_the_breaker_ends_with_the_sent_attempts_error(
+    fake_clock: FakeClock,
+) -> None:
+    # Attempt 1 was sent and its answer lost (a charge may exist); the breaker then opens.
+    # The caller must see "unavailable, maybe done", never "circuit open, nothing sent".
+    breaker = AsyncCircuitBreaker(
+        "payment", BreakerConfig(consecutive_failures=1), clock=fake_clock
+    )
+    downstream = Downstream(httpx.ConnectError("reset"))
+    payment = client(downstream, breaker=breaker, max_attempts=3)
+    with pytest.raises(UnavailableError) as info:
+        await payment.request("POST", "/charges", idempotent=True)
+    assert not isinstance(info.value, CircuitOpenError)
+    assert len(downstream.requests) == 1
 
 
 async def test_backpressure_can_be_kept_out_of_the_breaker(fake_clock: FakeClock) -> None:

@@ -106,6 +106,10 @@ class PaymentClient:
     def __init__(self, http: ServiceClient) -> None:
         self.http = http
 
+    def check_available(self) -> None:
+        """Raise `CircuitOpenError` while payment's breaker is open (a charge would fail fast)."""
+        self.http.breaker.check()
+
     async def charge(
         self, order_id: str, customer_id: str, amount_cents: int, currency: str
     ) -> Charge:

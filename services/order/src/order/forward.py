@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from servicekit import ServiceError, UnavailableError
+from servicekit import CircuitOpenError, ServiceError, UnavailableError
 
 from order import repository, saga
 from order.clients import Rejected
@@ -30,6 +30,15 @@ async def run(
     checkout: Checkout, order: CustomerOrder, items: Sequence[OrderItemCreate]
 ) -> StoredResponse:
     """Reserve, charge, commit and confirm `order`; answers or raises a 503."""
+    try:
+        checkout.payment.check_available()
+    except CircuitOpenError as exc:
+        # Payment's breaker is open: this checkout cannot finish, so fail before holding stock
+        # (a reserve-then-release per request would only load inventory during the outage).
+        await saga.fail(checkout, order.id, "payment-unavailable")  # nothing held: no undo
+        raise CheckoutUnavailableError(
+            "payment is failing; checkouts are paused", retry_after=exc.retry_after
+        ) from exc
     await saga.update(checkout, order.id, saga_state=RESERVING)
     try:
         reservation = await checkout.inventory.reserve(
@@ -82,6 +91,13 @@ async def run(
             )
         await saga.fail(checkout, order.id, "payment-refused", undo=undo_hold)
         raise CheckoutUnavailableError("payment refused the charge") from exc
+    except CircuitOpenError as exc:
+        # The breaker refused before anything was sent (see ServiceClient.request): no charge
+        # can exist, so the stock is released at once and nothing is left for recovery.
+        await saga.fail(checkout, order.id, "payment-unavailable", undo=undo_hold)
+        raise CheckoutUnavailableError(
+            "payment is failing; checkouts are paused", retry_after=exc.retry_after
+        ) from exc
     except UnavailableError as exc:
         found = await _charge_after_failure(checkout, order.id, total)
         if found is None:
