@@ -3,8 +3,10 @@
 Every app serves the same trivial route, `GET /hello` -> `{"hello": "world"}`. The bare
 FastAPI app is the baseline; the kit app is `servicekit.create_service_app` with everything it
 installs (request context and access log, security headers, recovery, metrics, service-tier
-shedding, body cap; tracing as the environment says). It is built like the gateway
-(`internal=False`): no service credential to check, so the measurement is the middleware stack.
+shedding, read-only guard, body cap; tracing as the environment says), with the settings'
+defaults: the access log policy writes every error and slow request and samples the rest.
+It is built like the gateway (`internal=False`): no service credential to check, so the
+measurement is the middleware stack.
 
 Servers are started once and measured in turns (bare, kit, ..., bare, kit, ...) so drift on a
 shared machine hits both sides; the ratio is taken per round and the median reported. With two

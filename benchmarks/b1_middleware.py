@@ -1,8 +1,10 @@
 """B1: the servicekit middleware stack (tracing off) vs a bare FastAPI app, trivial route.
 
 Both apps answer `GET /hello` under a real uvicorn, measured in turns in one run with wrk
-(see asgi_bench.py). The kit app has tracing off (no exporter configured) and logs one JSON
-access line per request to a file, as a service does. Target: >= 0.90x bare throughput.
+(see asgi_bench.py). The kit app has tracing off (no exporter configured; B2 turns it on) and
+otherwise runs a deployed service's defaults: its JSON access log goes to a file under the
+default policy (every error and slow request, 5% of the other requests: `<P>_ACCESS_LOG_SAMPLE`,
+which `make up` sets to 1.0). Target: >= 0.90x bare throughput.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ The same trivial route and the same turns as B1 (see asgi_bench.py). Tracing is 
 mode: spans are batched (BatchSpanProcessor) into a JSON-lines file. The default sampler is
 `parentbased_traceidratio` at 0.1 (wrk sends no `traceparent`, so each request is a new root:
 one in ten is recorded, the rest still get trace ids and a propagated `traceparent`).
+Every request with a recorded trace also writes its access line (servicekit.logs).
 For scale, the same app recording every request (`parentbased_always_on`, what `make up` uses)
 is measured too. Target: default sampling >= 0.60x bare.
 """

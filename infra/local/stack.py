@@ -192,6 +192,8 @@ def child_env() -> dict[str, str]:
     # within half a second; the standard OTEL_* variables, when set, win.
     for service in SERVICES:
         env.setdefault(f"{service.prefix}_TRACES_FILE", str(TRACES / f"{service.name}.jsonl"))
+        # Every access line too (deployed services log errors, slow and sampled requests).
+        env.setdefault(f"{service.prefix}_ACCESS_LOG_SAMPLE", "1.0")
         if service.has_database:
             # The database that was migrated (under STACK_RUN_DIR too), not the app's default.
             env[f"{service.prefix}_DATABASE_URL"] = service.database_url

@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from servicekit.auth import OPEN_PATHS, ServiceAuthMiddleware
 from servicekit.errors import install_error_handlers
 from servicekit.health import router as health_router
-from servicekit.logs import configure_logging
+from servicekit.logs import AccessLogPolicy, configure_logging
 from servicekit.metrics import Metrics, MetricsMiddleware
 from servicekit.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from servicekit.openapi import install_openapi
@@ -22,7 +22,7 @@ from servicekit.redis_client import create_redis
 from servicekit.security import SecurityHeadersMiddleware
 from servicekit.settings import ServiceSettings
 from servicekit.shedding import bind_load_shedding, install_load_shedding
-from servicekit.telemetry import TraceErrorsMiddleware, Tracing
+from servicekit.telemetry import Tracing
 
 
 def create_service_app(
@@ -60,9 +60,12 @@ def create_service_app(
     tracing = Tracing(settings.service_name, settings.version, traces_file=settings.traces_file)
     app.state.tracing = tracing
     install_error_handlers(app)
-    app.include_router(health_router)
+    # Probes last: routing tries routes in order, so the service's own routes (nearly every
+    # request) do not first fail against them. None of them may shadow a probe path.
     for router in routers:
+        _refuse_shadowed_probes(router, health_router)
         app.include_router(router)
+    app.include_router(health_router)
     install_openapi(app, internal=internal, open_paths=OPEN_PATHS)
 
     # Middleware order. add_middleware wraps, so the last added runs first:
@@ -71,8 +74,8 @@ def create_service_app(
     #                   It opens the server span and writes the access line, so both see
     #                   the final status and latency.
     #   SecurityHeaders nosniff, no-store, CSP... on every answer, recovery's 500 included.
-    #   Recovery        catches anything escaping the layers below, even middleware bugs.
-    #   TraceErrors     records that exception on the server span (Recovery logs it).
+    #   Recovery        catches anything escaping the layers below, even middleware bugs;
+    #                   records it on the server span, counts and logs it.
     #   Metrics         times every answer, rejections and recovered errors included.
     #   (middleware)    the app's own (the gateway's access limits): their refusals are timed
     #                   and counted, and they run before any auth work or body is read.
@@ -96,11 +99,28 @@ def create_service_app(
     for extra in reversed(middleware):
         app.add_middleware(extra.cls, *extra.args, **extra.kwargs)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(TraceErrorsMiddleware)
     app.add_middleware(RecoveryMiddleware, counter=metrics.recovered_exceptions)
     app.add_middleware(SecurityHeadersMiddleware, docs_paths=("/docs", "/docs/oauth2-redirect"))
-    app.add_middleware(RequestContextMiddleware, tracing=tracing)
+    app.add_middleware(
+        RequestContextMiddleware,
+        tracing=tracing,
+        access_log=AccessLogPolicy(
+            sample=settings.access_log_sample, slow_ms=settings.access_log_slow_ms
+        ),
+    )
     return app
+
+
+def _refuse_shadowed_probes(router: APIRouter, probes: APIRouter) -> None:
+    """Raise if a route of `router` would answer a probe path (its nested routers unchecked)."""
+    paths = [getattr(route, "path", "") for route in probes.routes]
+    for route in router.routes:
+        pattern = getattr(route, "path_regex", None)
+        for path in paths:
+            if pattern is not None and pattern.match(path):
+                raise ValueError(
+                    f"route {getattr(route, 'path', route)!r} would answer the probe {path!r}"
+                )
 
 
 def _with_tracing(

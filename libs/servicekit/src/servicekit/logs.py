@@ -11,8 +11,9 @@ One object per line on stdout (`make up` sends it to `.run/logs/<service>.log`):
 `trace_id` and `span_id` are the server span's (servicekit.telemetry), so a log line leads to
 its trace. Fields passed with `extra=` become keys; an exception adds `exception` (its stack,
 logged once: by the recovery middleware, or by the server when the response had started).
-The access line is written by `RequestContextMiddleware` through `access_log`, once per
-request; probes (`/healthz`, `/readyz`, `/metrics`) only at debug.
+The access line is written by `RequestContextMiddleware` through `access_log`, at most once
+per request, as `AccessLogPolicy` decides (errors and slow requests always, a sample of the
+rest); probes (`/healthz`, `/readyz`, `/metrics`) only at debug.
 """
 
 from __future__ import annotations
@@ -88,15 +89,73 @@ class JsonFormatter(logging.Formatter):
         return _ENCODER.encode(entry)
 
 
+#: Level of the access line of a server error (its stack, if any, is logged by recovery).
+SERVER_ERROR_LEVEL = logging.WARNING
+
+
+class AccessLogPolicy:
+    """Which requests get an access line, and at which level (settings `access_log_*`).
+
+    Always written: server errors (5xx, at warning: the stack, if any, is logged apart by
+    recovery), client errors (4xx, info), requests slower than `slow_ms`, and requests whose
+    trace is sampled (a kept trace always has its line). Of the other requests, the share
+    `sample`, chosen by the trace id's low 64 bits like OpenTelemetry's ratio sampler: the
+    same request is logged on every hop or on none, and with `sample` at most the trace ratio
+    each such line has its trace. Probes and scrapes are written at debug only, as before.
+    """
+
+    __slots__ = ("_bound", "sample", "slow_ms")
+
+    def __init__(self, *, sample: float = 1.0, slow_ms: float = 500.0) -> None:
+        if not 0.0 <= sample <= 1.0:
+            raise ValueError("sample must be within 0..1")
+        self.sample = sample
+        self.slow_ms = slow_ms
+        self._bound = round(sample * (1 << 64))
+
+    def decide(
+        self, status: int, latency_ms: float, trace_id: str, *, sampled_trace: bool
+    ) -> tuple[int, float | None] | None:
+        """(level, sample share or None) of the request's line, or None for no line."""
+        if status >= 500:
+            return SERVER_ERROR_LEVEL, None
+        if status >= 400 or latency_ms >= self.slow_ms or sampled_trace or self.sample >= 1.0:
+            return logging.INFO, None
+        if self._bound and int(trace_id[16:], 16) < self._bound:
+            return logging.INFO, self.sample
+        return None
+
+
 def access_log(
-    method: str, route: str, path: str, status: int, latency_ms: float, *, quiet: bool = False
+    method: str,
+    route: str,
+    path: str,
+    status: int,
+    latency_ms: float,
+    *,
+    quiet: bool = False,
+    level: int = logging.INFO,
+    sampled: float | None = None,
 ) -> None:
-    """Write the access line of one request (at debug when `quiet`: probes and scrapes)."""
-    level = logging.DEBUG if quiet else logging.INFO
+    """Write the access line of one request (at debug when `quiet`: probes and scrapes).
+
+    `sampled`: the share of such requests that are logged, when the line is one of a sample.
+    """
+    if quiet:
+        level = logging.DEBUG
     if not access_logger.isEnabledFor(level):
         return
+    extra: dict[str, Any] = {
+        "method": method,
+        "route": route,
+        "path": path,
+        "status": status,
+        "latency_ms": latency_ms,
+    }
+    if sampled is not None:
+        extra["sampled"] = sampled
     # makeRecord + handle instead of .log(): the caller is known, so logging's stack walk
-    # (findCaller) is skipped on the one line every request writes.
+    # (findCaller) is skipped.
     record = access_logger.makeRecord(
         access_logger.name,
         level,
@@ -105,13 +164,7 @@ def access_log(
         "%s %s %s %sms",
         (method, route, status, latency_ms),
         None,
-        extra={
-            "method": method,
-            "route": route,
-            "path": path,
-            "status": status,
-            "latency_ms": latency_ms,
-        },
+        extra=extra,
     )
     access_logger.handle(record)
 

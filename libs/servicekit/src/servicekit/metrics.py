@@ -16,6 +16,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
@@ -241,12 +242,34 @@ def _route_of(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
+#: Children of the duration histogram kept per (method, route, status, shadow); bounded
+#: anyway (methods and statuses are the client's to choose), the cache then starts over.
+MAX_CACHED_SERIES = 1024
+
+
 class MetricsMiddleware:
-    """Pure ASGI: RED metrics per route template (never the raw path: bounded cardinality)."""
+    """Pure ASGI: RED metrics per route template (never the raw path: bounded cardinality).
+
+    `labels()` costs more than the observation itself, so the histogram child of each label
+    set is looked up once and kept.
+    """
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._series: dict[tuple[str, str, int, bool], Any] = {}
+
+    def _series_of(self, method: str, route: str, status: int, shadow: bool) -> Any:
+        key = (method, route, status, shadow)
+        child = self._series.get(key)
+        if child is None:
+            if len(self._series) >= MAX_CACHED_SERIES:
+                self._series.clear()
+            child = self.metrics.request_duration.labels(
+                method, route, str(status), "shadow" if shadow else "live"
+            )
+            self._series[key] = child
+        return child
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -261,11 +284,13 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        self.metrics.active_requests.inc()
+        active = self.metrics.active_requests
+        active.inc()
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.metrics.active_requests.dec()
-            self.metrics.request_duration.labels(
-                scope["method"], _route_of(scope), str(status), traffic()
-            ).observe(time.perf_counter() - start, exemplar())
+            active.dec()
+            series = self._series_of(
+                scope["method"], _route_of(scope), status, context.get(context.SHADOW, False)
+            )
+            series.observe(time.perf_counter() - start, exemplar())

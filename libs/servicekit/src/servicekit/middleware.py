@@ -5,8 +5,8 @@ Order (outermost first) is set in one place, `servicekit.app.create_service_app`
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 import time
 from typing import Any
 
@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit import context
 from servicekit.errors import PayloadTooLargeError, problem_body
-from servicekit.logs import access_log
+from servicekit.logs import AccessLogPolicy, access_log
 from servicekit.telemetry import Tracing, activate
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -27,7 +27,7 @@ DEADLINE_HEADER = "x-request-timeout-ms"
 
 def new_span_id() -> str:
     """A random W3C span id (16 hex digits)."""
-    return secrets.token_hex(8)
+    return os.urandom(8).hex()
 
 
 def parse_traceparent(value: str | None) -> tuple[str, str, str] | None:
@@ -52,6 +52,9 @@ _CONTEXT_HEADERS = frozenset(
     {b"x-request-id", b"traceparent", b"baggage", b"x-shadow-traffic", DEADLINE_HEADER.encode()}
 )
 _DEADLINE_KEY = DEADLINE_HEADER.encode()
+_REQUEST_ID_HEADER = b"x-request-id"
+#: Last hex digit of W3C trace-flags with the sampled bit (bit 0) set.
+_SAMPLED = frozenset("13579bdf")
 #: Probes and scrapes: no span, and their access line is logged at debug only.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -72,15 +75,22 @@ class RequestContextMiddleware:
       `baggage` is carried as received (bounded).
     - `X-Shadow-Traffic` is trusted here only because the gateway strips it from callers that
       may not send it; services are reachable only with the service credential.
-    - One access line per request (method, route, status, latency_ms), at debug for probes.
+    - The access line (method, route, status, latency_ms) as `access_log` decides (default:
+      every request; the app factory passes the settings' policy), at debug for probes.
     """
 
     def __init__(
-        self, app: ASGIApp, *, default_timeout: float = 10.0, tracing: Tracing | None = None
+        self,
+        app: ASGIApp,
+        *,
+        default_timeout: float = 10.0,
+        tracing: Tracing | None = None,
+        access_log: AccessLogPolicy | None = None,
     ) -> None:
         self.app = app
         self.default_timeout = default_timeout
         self.tracing = tracing
+        self.access_log = access_log or AccessLogPolicy()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,9 +101,11 @@ class RequestContextMiddleware:
         for key, value in scope["headers"]:
             if key in _CONTEXT_HEADERS:
                 found[key] = value.decode("latin-1")
-        request_id = found.get(b"x-request-id")
+        # One system call for every id this request may need: request, trace, span.
+        fresh = os.urandom(40).hex()
+        request_id = found.get(_REQUEST_ID_HEADER)
         if request_id is None or not _REQUEST_ID.match(request_id):
-            request_id = secrets.token_hex(16)
+            request_id = fresh[:32]
         parsed = parse_traceparent(found.get(b"traceparent"))
         quiet = scope["path"] in QUIET_PATHS
         tracer = None if quiet or self.tracing is None else self.tracing.tracer
@@ -102,9 +114,9 @@ class RequestContextMiddleware:
         if tracer is None:
             # Untraced here: a new trace is not sampled (nobody records it), a caller's
             # decision is passed on as it came.
-            trace_id = parsed[0] if parsed else secrets.token_hex(16)
+            trace_id = parsed[0] if parsed else fresh[32:64]
             flags = parsed[2] if parsed else "00"
-            span_id = new_span_id()
+            span_id = fresh[64:]
         else:
             span = tracer.start_span(
                 scope["method"], context=_remote_parent(parsed), kind=trace.SpanKind.SERVER
@@ -125,14 +137,14 @@ class RequestContextMiddleware:
         baggage = found.get(b"baggage")
         if baggage and len(baggage) <= 8192:
             values[context.BAGGAGE] = baggage
-        echoed = request_id.encode("latin-1")
+        echoed = (_REQUEST_ID_HEADER, request_id.encode("latin-1"))
         status = 500
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", echoed)]
+                message["headers"] = [*message.get("headers", ()), echoed]
             await send(message)
 
         token = otel_context.attach(traced) if traced is not None else None
@@ -145,14 +157,26 @@ class RequestContextMiddleware:
                     _end_server_span(span, scope, route, status)
                 if token is not None:
                     otel_context.detach(token)
-                access_log(
-                    scope["method"],
-                    route,
-                    scope["path"],
-                    status,
-                    round((time.perf_counter() - start) * 1000, 2),
-                    quiet=quiet,
-                )
+                latency_ms = round((time.perf_counter() - start) * 1000, 2)
+                if quiet:
+                    access_log(
+                        scope["method"], route, scope["path"], status, latency_ms, quiet=True
+                    )
+                else:
+                    line = self.access_log.decide(
+                        status, latency_ms, trace_id, sampled_trace=flags[-1] in _SAMPLED
+                    )
+                    if line is not None:
+                        level, sampled = line
+                        access_log(
+                            scope["method"],
+                            route,
+                            scope["path"],
+                            status,
+                            latency_ms,
+                            level=level,
+                            sampled=sampled,
+                        )
 
     def _budget(self, raw: str | None) -> float:
         if raw is not None and raw.isdigit():

@@ -4,17 +4,21 @@ Behaves like starlette's `ServerErrorMiddleware`: it answers only if the respons
 started. Before that, any exception becomes a 500 `application/problem+json` carrying
 `request_id` and `trace_id`, logged once with its stack and counted. After the response has
 started nothing correct can be sent, so the error is re-raised for the server, which closes
-the connection (and logs it, once).
+the connection (and logs it, once). Either way the exception is recorded on the server span
+(once; a no-op when the request is unsampled), which is current here: the context middleware
+outside opened it.
 """
 
 from __future__ import annotations
 
 import logging
 
+from opentelemetry import trace
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit.errors import problem_body
+from servicekit.telemetry import fail
 
 logger = logging.getLogger("servicekit.recovery")
 
@@ -42,6 +46,7 @@ class RecoveryMiddleware:
         try:
             await self.app(scope, receive, send_tracking)
         except Exception as exc:
+            fail(trace.get_current_span(), exc)
             if self.counter is not None:
                 self.counter.labels(exception=type(exc).__name__).inc()
             if response_started:

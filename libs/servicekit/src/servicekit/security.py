@@ -38,19 +38,24 @@ class SecurityHeadersMiddleware:
         # The Swagger UI page loads its scripts and styles from a CDN; a strict CSP breaks it.
         self.docs_paths = frozenset(docs_paths)
         self.headers = (*SECURITY_HEADERS, CONTENT_SECURITY_POLICY)
+        self._names = frozenset(name for name, _ in self.headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         extra = SECURITY_HEADERS if scope["path"] in self.docs_paths else self.headers
+        names = self._names
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                headers.extend(h for h in extra if h[0] not in present)
-                message["headers"] = headers
+                headers = message.get("headers", ())
+                # Usually the app set none of them: one pass, no set built.
+                if any(name.lower() in names for name, _ in headers):
+                    present = {name.lower() for name, _ in headers}
+                    message["headers"] = [*headers, *(h for h in extra if h[0] not in present)]
+                else:
+                    message["headers"] = [*headers, *extra]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

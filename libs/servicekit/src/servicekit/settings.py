@@ -57,6 +57,15 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"
+    # Access log (servicekit.logs.AccessLogPolicy): one JSON line per request costs about as
+    # much as a trivial handler, so under load only the lines worth reading are written.
+    # Always: server errors (5xx, at warning), client errors (4xx), requests slower than
+    # access_log_slow_ms, and requests whose trace is sampled (a kept trace has its line).
+    # Of the rest, the share access_log_sample, chosen by trace id, so one request is logged
+    # on every hop or on none; each such line says `"sampled": <share>`. Metrics count every
+    # request. `make up` sets 1.0 (every line), as it traces every request.
+    access_log_sample: float = Field(default=0.05, ge=0, le=1)
+    access_log_slow_ms: float = Field(default=500.0, gt=0)
     #: Local mode: sampled spans are appended here as JSON lines (`make up` sets
     #: `.run/traces/<service>.jsonl`; `python -m servicekit.traces` prints them). Tracing
     #: itself is configured by the standard OTEL_* variables (servicekit.telemetry).

@@ -55,7 +55,6 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("servicekit.telemetry")
 
@@ -253,24 +252,6 @@ def traceparent(span: trace.Span) -> str:
     """The W3C `traceparent` naming `span` as the parent of the next hop."""
     ctx = span.get_span_context()
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags) & 1:02x}"
-
-
-class TraceErrorsMiddleware:
-    """Pure ASGI, just inside recovery: an escaping exception is recorded on the server span.
-
-    Recovery logs it (once, with its stack) and answers 500; this records it on the span
-    (once) and lets it go on. Unsampled requests pay one `try`.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.app(scope, receive, send)
-        except Exception as exc:
-            fail(trace.get_current_span(), exc)
-            raise
 
 
 class TracingTransport(httpx.AsyncBaseTransport):

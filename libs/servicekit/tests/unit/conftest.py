@@ -25,8 +25,10 @@ class ItemCreate(BaseModel):
     quantity: int = Field(ge=1, le=10)
 
 
-def build_demo_app(*, internal: bool = True, max_body_bytes: int = 2048) -> FastAPI:
-    settings = DemoSettings(max_body_bytes=max_body_bytes)
+def build_demo_app(
+    *, internal: bool = True, max_body_bytes: int = 2048, **settings_overrides: Any
+) -> FastAPI:
+    settings = DemoSettings(max_body_bytes=max_body_bytes, **settings_overrides)
     router = APIRouter()
     writes: list[dict[str, Any]] = []
 

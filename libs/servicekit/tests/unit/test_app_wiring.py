@@ -146,3 +146,32 @@ def test_retry_after_is_a_class_default_any_error_can_set() -> None:
     response = Busy("try later").to_response()
     assert response.status_code == 409 and response.headers["retry-after"] == "2"
     assert response.media_type == "application/problem+json"
+
+
+async def test_a_service_route_may_not_shadow_the_probes_matched_after_it() -> None:
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+    from typing import Any
+
+    import servicekit as kit
+    from fastapi import APIRouter
+
+    from .conftest import DemoSettings
+
+    router = APIRouter()
+
+    @router.get("/{name}")
+    async def read_anything(name: str) -> str:
+        return name
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        yield {}
+
+    with pytest.raises(ValueError, match="would answer the probe '/healthz'"):
+        kit.create_service_app(DemoSettings(), title="t", lifespan=lifespan, routers=[router])
+    # The kit's probes come after the service's routes, and still answer.
+    app = build_demo_app()
+    async with lifespan_client(app, headers=TOKEN) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/whoami")).status_code == 200
