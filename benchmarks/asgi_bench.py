@@ -1,10 +1,12 @@
 """Shared by B1 and B2: the apps under test, real uvicorn servers, and wrk.
 
-Every app serves the same trivial route, `GET /hello` -> `{"hello": "world"}`. The bare
-FastAPI app is the baseline; the kit app is `servicekit.create_service_app` with everything it
-installs (request context and access log, security headers, recovery, metrics, service-tier
-shedding, read-only guard, body cap; tracing as the environment says), with the settings'
-defaults: the access log policy writes every error and slow request and samples the rest.
+Every app serves the same trivial route, `GET /hello` -> `{"hello": "world"}`, declared the
+way every service of the template declares its routes: on an `APIRouter` included in the app.
+The bare FastAPI app is the baseline; the kit app is `servicekit.create_service_app` with
+everything it installs (the edge layer: request context, security headers, recovery, metrics
+and access log; service-tier shedding, read-only guard, body cap; tracing as the environment
+says), with the settings' defaults: the access log policy writes every error and slow request
+and samples the rest.
 It is built like the gateway (`internal=False`): no service credential to check, so the
 measurement is the middleware stack.
 
@@ -25,11 +27,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+from report import write
 
 HERE = Path(__file__).resolve().parent
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
@@ -42,8 +46,33 @@ PINNED = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 # --- the apps (built by uvicorn --factory in the server process) ------------------------------
 
 
+def _hello_router() -> Any:
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.get("/hello")
+    async def read_hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    return router
+
+
 def bare_app() -> Any:
-    """FastAPI with the route and nothing else."""
+    """FastAPI with the route (on an included router, as in the kit app) and nothing else."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.include_router(_hello_router())
+    return app
+
+
+def bare_app_route_on_app() -> Any:
+    """For scale: the route declared on the app itself (`@app.get`), no router.
+
+    FastAPI (0.16x) resolves an included router lazily on every request, which costs a
+    trivial route a good part of its throughput; the kit takes routers as FastAPI gives them.
+    """
     from fastapi import FastAPI
 
     app = FastAPI()
@@ -58,25 +87,19 @@ def bare_app() -> Any:
 def kit_app() -> Any:
     """The same route inside `create_service_app` (settings from `BENCH_*`)."""
     import servicekit as kit
-    from fastapi import APIRouter, FastAPI
+    from fastapi import FastAPI
     from pydantic_settings import SettingsConfigDict
 
     class BenchSettings(kit.ServiceSettings):
         service_name: ClassVar[str] = "bench"
         model_config = SettingsConfigDict(env_prefix="BENCH_", extra="ignore")
 
-    router = APIRouter()
-
-    @router.get("/hello")
-    async def read_hello() -> dict[str, str]:
-        return {"hello": "world"}
-
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         yield {}
 
     return kit.create_service_app(
-        BenchSettings(), title="bench", lifespan=lifespan, routers=[router], internal=False
+        BenchSettings(), title="bench", lifespan=lifespan, routers=[_hello_router()], internal=False
     )
 
 
@@ -222,4 +245,71 @@ def setup_note() -> str:
     return (
         f"Load generator: wrk, 1 thread, {CONNECTIONS} connections, {DURATION_S} s per run after "
         f"a {WARMUP_S} s warm-up; one uvicorn worker per app (httptools, uvloop); {pinning}."
+    )
+
+
+def compare(
+    name: str,
+    title: str,
+    intro: str,
+    servers: list[Server],
+    *,
+    target: float,
+    runs: int,
+    extra: Callable[[], dict[str, Any]] = dict,
+) -> None:
+    """Measure `servers` in turns and report each one's throughput against the first's.
+
+    The verdict is the second server's median ratio against `target`. `extra` adds data to
+    the JSON report (called after the measurement, while the servers' files still exist).
+    """
+    print(f"{name}: {runs} rounds; {setup_note()}", flush=True)
+    results = measure(servers, runs)
+    baseline = servers[0].name
+    ratios = [ratio_to(results, s.name, baseline) for s in servers]
+    ratio = ratios[1]
+    verdict = "PASS" if ratio >= target else f"FAIL (target >= {target:.2f}x)"
+    rows = []
+    for server, server_ratio in zip(servers, ratios, strict=True):
+        median = summary(results[server.name])
+        shown = f"**{server_ratio:.2f}x**" if server is servers[1] else f"{server_ratio:.2f}x"
+        rows.append(
+            [
+                server.name,
+                f"{median['rps']:.0f}",
+                f"{median['p50_ms']:.2f}",
+                f"{median['p99_ms']:.2f}",
+                shown,
+            ]
+        )
+    write(
+        name,
+        title,
+        intro + "\n" + setup_note(),
+        [
+            (
+                f"Median of {runs} rounds: {servers[1].name} {ratio:.2f}x bare, {verdict}",
+                ["app", "req/s", "p50 ms", "p99 ms", "throughput vs bare"],
+                rows,
+            ),
+            (
+                "Every round (req/s)",
+                ["round", *(s.name for s in servers)],
+                [
+                    [i + 1, *(f"{results[s.name][i]['rps']:.0f}" for s in servers)]
+                    for i in range(runs)
+                ],
+            ),
+        ],
+        {
+            "ratio": ratio,
+            "ratios": dict(zip((s.name for s in servers), ratios, strict=True)),
+            "target": target,
+            "pass": ratio >= target,
+            "runs": runs,
+            "load_generator": "wrk",
+            "setup": setup_note(),
+            "results": results,
+            **extra(),
+        },
     )

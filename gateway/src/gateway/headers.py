@@ -2,7 +2,7 @@
 
 Inbound, only `content-type` and `idempotency-key` are copied from the client. `x-request-id`,
 `traceparent`, `baggage` and `x-shadow-traffic` reach the upstream too, but through the request
-context (`servicekit.propagation_headers`): the context middleware validated them, and the
+context (`servicekit.propagation_headers`): the edge middleware validated them, and the
 shadow flag is set only after the key's `loadtest` scope was checked.
 """
 

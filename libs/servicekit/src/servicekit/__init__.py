@@ -52,10 +52,9 @@ from servicekit.logs import configure_logging
 from servicekit.metrics import Metrics, exemplar, traffic
 from servicekit.once import Once
 from servicekit.readonly import ReadOnlyGuard
-from servicekit.recovery import RecoveryMiddleware
 from servicekit.redis_client import create_redis
 from servicekit.retry import RetryPolicy
-from servicekit.security import SecurityHeadersMiddleware
+from servicekit.security import SecurityHeaders
 from servicekit.settings import ServiceSettings, async_database_url
 from servicekit.shedding import ConcurrencyLimiter
 from servicekit.telemetry import Tracing
@@ -85,9 +84,8 @@ __all__ = [
     "PaymentRequiredError",
     "ProblemDocument",
     "ReadOnlyGuard",
-    "RecoveryMiddleware",
     "RetryPolicy",
-    "SecurityHeadersMiddleware",
+    "SecurityHeaders",
     "ServiceAuthMiddleware",
     "ServiceClient",
     "ServiceCredential",

@@ -14,12 +14,11 @@ from servicekit.auth import OPEN_PATHS, ServiceAuthMiddleware
 from servicekit.errors import install_error_handlers
 from servicekit.health import router as health_router
 from servicekit.logs import AccessLogPolicy, configure_logging
-from servicekit.metrics import Metrics, MetricsMiddleware
-from servicekit.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from servicekit.metrics import Metrics
+from servicekit.middleware import BodyLimitMiddleware, EdgeMiddleware
 from servicekit.openapi import install_openapi
-from servicekit.recovery import RecoveryMiddleware
 from servicekit.redis_client import create_redis
-from servicekit.security import SecurityHeadersMiddleware
+from servicekit.security import SecurityHeaders
 from servicekit.settings import ServiceSettings
 from servicekit.shedding import bind_load_shedding, install_load_shedding
 from servicekit.telemetry import Tracing
@@ -38,7 +37,7 @@ def create_service_app(
 ) -> FastAPI:
     """Build a FastAPI app wired with the kit. `internal` services require the credential.
 
-    `middleware` (pure ASGI, outermost first) is the app's own, placed inside Metrics.
+    `middleware` (pure ASGI, outermost first) is the app's own, placed inside the edge layer.
     `cached_reads`: path prefixes whose GET answers do not depend on the caller: served
     cache-aside, and from cache marked `X-Degraded: cache` when degraded (servicekit.shedding).
     """
@@ -52,6 +51,10 @@ def create_service_app(
         docs_url="/docs" if development else None,
         redoc_url=None,
         openapi_url="/openapi.json" if development or settings.environment == "test" else None,
+        # The kit makes the spans and metrics (EdgeMiddleware); FastAPI's native telemetry
+        # would double them as soon as a global OpenTelemetry provider exists, and asks
+        # whether one does on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     metrics = Metrics(settings.service_name, version=settings.version)
     app.state.metrics = metrics
@@ -69,20 +72,16 @@ def create_service_app(
     install_openapi(app, internal=internal, open_paths=OPEN_PATHS)
 
     # Middleware order. add_middleware wraps, so the last added runs first:
-    #   RequestContext  outermost: ids and trace exist before anything answers or logs,
-    #                   including the 500 that recovery writes (it cannot raise itself).
-    #                   It opens the server span and writes the access line, so both see
-    #                   the final status and latency.
-    #   SecurityHeaders nosniff, no-store, CSP... on every answer, recovery's 500 included.
-    #   Recovery        catches anything escaping the layers below, even middleware bugs;
-    #                   records it on the server span, counts and logs it.
-    #   Metrics         times every answer, rejections and recovered errors included.
+    #   Edge            outermost, one layer (servicekit.middleware): ids and trace exist
+    #                   before anything answers or logs; security headers on every answer;
+    #                   recovery of anything escaping the layers below, even middleware bugs;
+    #                   RED metrics and the access line of every answer, refusals included.
     #   (middleware)    the app's own (the gateway's access limits): their refusals are timed
     #                   and counted, and they run before any auth work or body is read.
     #   ServiceAuth     internal services refuse calls without the credential.
     #   Shedding        service tier: concurrency limit, cached reads. Behind auth, so a cached
     #                   answer never reaches an unauthenticated caller and X-Request-Priority
-    #                   is trusted only from credentialed ones; its 503s are timed by Metrics.
+    #                   is trusted only from credentialed ones; its 503s are timed by the edge.
     #   ReadOnly        data tier: writes refused while the database is saturated; inside
     #                   Shedding to see the priority. Both answer before any body is read.
     #   BodyLimit       innermost: only authorised calls get to send a body.
@@ -98,15 +97,14 @@ def create_service_app(
         )
     for extra in reversed(middleware):
         app.add_middleware(extra.cls, *extra.args, **extra.kwargs)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RecoveryMiddleware, counter=metrics.recovered_exceptions)
-    app.add_middleware(SecurityHeadersMiddleware, docs_paths=("/docs", "/docs/oauth2-redirect"))
     app.add_middleware(
-        RequestContextMiddleware,
+        EdgeMiddleware,
+        metrics=metrics,
         tracing=tracing,
         access_log=AccessLogPolicy(
             sample=settings.access_log_sample, slow_ms=settings.access_log_slow_ms
         ),
+        security=SecurityHeaders(docs_paths=("/docs", "/docs/oauth2-redirect")),
     )
     return app
 

@@ -1,13 +1,13 @@
 """Request context: values that belong to one request, in a ContextVar.
 
-The context middleware opens a scope per request and resets it in `finally`. The values survive
+The edge middleware opens a scope per request and resets it in `finally`. The values survive
 `await`, tasks spawned by the request (they copy the context) and threadpool calls (starlette
 copies the context into the worker thread).
 
 - `get(key)` returns the value or None (or a default) and never raises: use it wherever a value
   may legitimately be absent (a health probe has no customer, a background job has no request).
 - `must_get(key)` raises `MissingContextError` and is only for places where absence is a bug.
-  The recovery middleware turns that bug into a clean 500 problem response.
+  Recovery (in the edge middleware) turns that bug into a clean 500 problem response.
 """
 
 from __future__ import annotations
@@ -15,18 +15,26 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
+from contextvars import ContextVar, Token
 from typing import Any, Generic, TypeVar, overload
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
 class Key(Generic[T]):
-    """A typed context key: `get(REQUEST_ID)` is typed `str | None`."""
+    """A typed context key: `get(REQUEST_ID)` is typed `str | None`.
 
-    name: str
+    Keys compare and hash by identity (declare each once, at module level): a dataclass's
+    generated `__hash__` is Python code, run on every context read and write.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Key({self.name!r})"
 
 
 REQUEST_ID: Key[str] = Key("request_id")
@@ -103,8 +111,22 @@ def remaining(default: float) -> float:
 def request_scope(values: dict[Key[Any], Any] | None = None) -> Iterator[dict[Key[Any], Any]]:
     """Open a fresh context for one request (or job); always reset on exit."""
     scope_values: dict[Key[Any], Any] = dict(values or {})
-    token = _context.set(scope_values)
+    token = enter(scope_values)
     try:
         yield scope_values
     finally:
-        _context.reset(token)
+        leave(token)
+
+
+def enter(values: dict[Key[Any], Any]) -> Token[dict[Key[Any], Any] | None]:
+    """Make `values` (owned by the caller from now on) the current request's context.
+
+    The per-request path of the edge middleware; anything else uses `request_scope`. Pair it
+    with `leave(token)` in a `finally`.
+    """
+    return _context.set(values)
+
+
+def leave(token: Token[dict[Key[Any], Any] | None]) -> None:
+    """Close the context opened by `enter`."""
+    _context.reset(token)

@@ -14,14 +14,12 @@ scraper that asks for it (Prometheus does).
 from __future__ import annotations
 
 import platform
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit import context
 from servicekit.once import construction_counts
@@ -227,7 +225,7 @@ class Metrics:
         # --- Kit internals -------------------------------------------------------------------
         self.recovered_exceptions = Counter(
             "servicekit_recovered_exceptions",
-            "Exceptions turned into 500 by the recovery middleware.",
+            "Exceptions turned into 500 by recovery (the edge layer).",
             ["exception"],
             registry=r,
         )
@@ -236,61 +234,46 @@ class Metrics:
         r.register(self.once_constructions)
 
 
-def _route_of(scope: Scope) -> str:
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"
-
-
 #: Children of the duration histogram kept per (method, route, status, shadow); bounded
 #: anyway (methods and statuses are the client's to choose), the cache then starts over.
 MAX_CACHED_SERIES = 1024
 
 
-class MetricsMiddleware:
-    """Pure ASGI: RED metrics per route template (never the raw path: bounded cardinality).
+class RequestMetrics:
+    """RED metrics per route template (never the raw path: bounded cardinality).
 
-    `labels()` costs more than the observation itself, so the histogram child of each label
-    set is looked up once and kept.
+    Fed by the kit's edge layer (`servicekit.middleware.EdgeMiddleware`), which times every
+    answer: rejections, cached answers and recovered errors included. `labels()` costs more
+    than the observation itself, so the histogram child of each label set is looked up once
+    and kept. Requests in flight are a plain counter, read at scrape time: a gauge would take
+    its lock twice per request.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-        self._series: dict[tuple[str, str, int, bool], Any] = {}
+    __slots__ = ("_histogram", "_series", "in_flight")
 
-    def _series_of(self, method: str, route: str, status: int, shadow: bool) -> Any:
+    def __init__(self, metrics: Metrics) -> None:
+        self._histogram = metrics.request_duration
+        self._series: dict[tuple[str, str, int, bool], Any] = {}
+        self.in_flight = 0
+        metrics.active_requests.set_function(lambda: self.in_flight)
+
+    def observe(
+        self,
+        method: str,
+        route: str,
+        status: int,
+        shadow: bool,
+        seconds: float,
+        trace_id: str | None,
+    ) -> None:
+        """Time one answer; `trace_id` (of a sampled trace, else None) becomes its exemplar."""
         key = (method, route, status, shadow)
         child = self._series.get(key)
         if child is None:
             if len(self._series) >= MAX_CACHED_SERIES:
                 self._series.clear()
-            child = self.metrics.request_duration.labels(
+            child = self._histogram.labels(
                 method, route, str(status), "shadow" if shadow else "live"
             )
             self._series[key] = child
-        return child
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        start = time.perf_counter()
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        active = self.metrics.active_requests
-        active.inc()
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            active.dec()
-            series = self._series_of(
-                scope["method"], _route_of(scope), status, context.get(context.SHADOW, False)
-            )
-            series.observe(time.perf_counter() - start, exemplar())
+        child.observe(seconds, {"trace_id": trace_id} if trace_id else None)

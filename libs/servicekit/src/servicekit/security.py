@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 #: Sent unless the app already set the header itself.
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
@@ -30,32 +28,38 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-class SecurityHeadersMiddleware:
-    """Pure ASGI: add `SECURITY_HEADERS` (and the CSP, except on the docs pages)."""
+class SecurityHeaders:
+    """The headers each answer gets: all of them, or all but the CSP on the docs pages.
 
-    def __init__(self, app: ASGIApp, *, docs_paths: Iterable[str] = ()) -> None:
-        self.app = app
+    Applied by the kit's edge layer (`servicekit.middleware.EdgeMiddleware`) in the same pass
+    that echoes the request id, so every answer carries them, recovery's 500 included.
+    """
+
+    __slots__ = ("_docs_paths", "_names", "all")
+
+    def __init__(self, *, docs_paths: Iterable[str] = ()) -> None:
         # The Swagger UI page loads its scripts and styles from a CDN; a strict CSP breaks it.
-        self.docs_paths = frozenset(docs_paths)
-        self.headers = (*SECURITY_HEADERS, CONTENT_SECURITY_POLICY)
-        self._names = frozenset(name for name, _ in self.headers)
+        self._docs_paths = frozenset(docs_paths)
+        self.all = (*SECURITY_HEADERS, CONTENT_SECURITY_POLICY)
+        self._names = frozenset(name for name, _ in self.all)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        extra = SECURITY_HEADERS if scope["path"] in self.docs_paths else self.headers
+    def for_path(self, path: str) -> tuple[tuple[bytes, bytes], ...]:
+        """The headers to add to the answer for `path`."""
+        return SECURITY_HEADERS if path in self._docs_paths else self.all
+
+    def add(
+        self, headers: Iterable[tuple[bytes, bytes]], extra: tuple[tuple[bytes, bytes], ...]
+    ) -> list[tuple[bytes, bytes]]:
+        """`headers` followed by those of `extra` the app did not set itself.
+
+        ASGI response header names are lowercase, so they are compared as they are.
+        """
+        headers = list(headers)
         names = self._names
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = message.get("headers", ())
-                # Usually the app set none of them: one pass, no set built.
-                if any(name.lower() in names for name, _ in headers):
-                    present = {name.lower() for name, _ in headers}
-                    message["headers"] = [*headers, *(h for h in extra if h[0] not in present)]
-                else:
-                    message["headers"] = [*headers, *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        for name, _ in headers:
+            if name in names:  # rare: the app set one of them itself
+                present = {name for name, _ in headers}
+                headers.extend(h for h in extra if h[0] not in present)
+                return headers
+        headers.extend(extra)
+        return headers

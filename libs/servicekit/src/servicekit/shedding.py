@@ -109,13 +109,15 @@ class ConcurrencyLimiter:
             self._update()
             return reason
         self.in_flight += 1
-        self._update()
+        if self._degraded or self.in_flight >= self.degrade_threshold:
+            self._update()  # only then is there a mode to enter, refresh or leave
         return None
 
     def release(self) -> None:
         """Give a slot back."""
         self.in_flight -= 1
-        self._update()
+        if self._degraded:
+            self._update()
 
     def _update(self) -> None:
         now = self.clock()

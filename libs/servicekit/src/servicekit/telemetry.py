@@ -14,7 +14,7 @@ import). It reads only the standard variables:
 - `OTEL_BSP_*`: the batch processor's queue and delay.
 
 No exporter means no tracer. Spans are made by the kit's own pure-ASGI code (server span in
-`RequestContextMiddleware`, client span in `TracingTransport`, database spans from SQLAlchemy
+`EdgeMiddleware`, client span in `TracingTransport`, database spans from SQLAlchemy
 cursor events, Redis spans in `servicekit.redis_client`); an unsampled request gets ids and a
 propagated `traceparent`, and nothing else.
 """

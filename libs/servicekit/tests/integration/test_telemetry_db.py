@@ -29,7 +29,7 @@ def tracing() -> Iterator[tuple[Tracing, InMemorySpanExporter]]:
 
 
 class Request:
-    """Stands in for the server span the context middleware opens."""
+    """Stands in for the server span the edge middleware opens."""
 
     def __init__(self, tracing: Tracing, *, sampled: bool = True) -> None:
         assert tracing.tracer is not None

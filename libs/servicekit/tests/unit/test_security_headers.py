@@ -12,7 +12,7 @@ async def test_every_answer_carries_the_security_headers() -> None:
     async with lifespan_client(app, headers=TOKEN) as client:
         answers = [
             await client.get("/whoami"),  # 200
-            await client.get("/boom"),  # 500 written by the recovery middleware
+            await client.get("/boom"),  # 500 written by recovery (edge layer)
             await client.post("/items", content=b"x" * 2048),  # 413 from the body cap
             await client.get("/whoami", headers={"X-Service-Token": "wrong"}),  # 401
             await client.delete("/items"),  # 405
