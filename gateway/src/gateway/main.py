@@ -8,7 +8,7 @@ from typing import TypedDict
 
 import httpx
 from fastapi import FastAPI
-from servicekit import Breakers, ServiceClient, create_service_app
+from servicekit import Downstreams, ServiceClient, create_service_app
 from starlette.middleware import Middleware
 
 from gateway import admin
@@ -39,7 +39,6 @@ def create_app(
     `transport` replaces the network for both upstreams (tests pass an `httpx.MockTransport`).
     """
     settings = settings or GatewaySettings()
-    token = settings.service_token.get_secret_value()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
@@ -49,47 +48,25 @@ def create_app(
         # Retry-After (its own shedding, or order relaying a payment outage, which order's own
         # breaker handles) is relayed as is and not counted, so the gateway does not turn
         # partial shedding into a full outage.
-        breakers = Breakers.from_settings(settings, metrics=metrics)
-        inventory = ServiceClient(
-            "inventory",
-            settings.inventory_url,
-            token=token,
-            caller=settings.service_name,
-            timeout=settings.http_timeout,
-            transport=transport,
-            breaker=breakers.get("inventory"),
-            backpressure_trips_breaker=False,
-            metrics=metrics,
+        downstreams = Downstreams(settings, metrics=metrics, transport=transport)
+        inventory = downstreams.client(
+            "inventory", settings.inventory_url, backpressure_trips_breaker=False
         )
-        order = ServiceClient(
+        order = downstreams.client(
             "order",
             settings.order_url,
-            token=token,
-            caller=settings.service_name,
             timeout=settings.order_timeout,
-            transport=transport,
+            backpressure_trips_breaker=False,
             # A checkout waits for order's own downstream calls: "slow" is the same share of
             # its longer budget as for the plain reads.
-            breaker=breakers.get(
-                "order",
-                slow_call_seconds=settings.breaker_slow_call_seconds
-                * settings.order_timeout
-                / settings.http_timeout,
-            ),
-            backpressure_trips_breaker=False,
-            metrics=metrics,
+            slow_call_seconds=settings.breaker_slow_call_seconds
+            * settings.order_timeout
+            / settings.http_timeout,
         )
         # Only the admin fault API talks to payment.
-        payment = ServiceClient(
-            "payment",
-            settings.payment_url,
-            token=token,
-            caller=settings.service_name,
-            timeout=settings.http_timeout,
-            transport=transport,
-        )
+        payment = downstreams.client("payment", settings.payment_url)
         keys = KeyTable(settings.api_keys)
-        await breakers.start()
+        await downstreams.start()
         try:
             async with open_access_limits(
                 settings, keys=keys, metrics=app.state.metrics
@@ -104,10 +81,7 @@ def create_app(
                     "redis": None,
                 }
         finally:
-            await inventory.aclose()
-            await order.aclose()
-            await payment.aclose()
-            await breakers.aclose()
+            await downstreams.aclose()
 
     return create_service_app(
         settings,

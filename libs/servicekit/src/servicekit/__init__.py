@@ -24,6 +24,7 @@ from servicekit.client import (
 )
 from servicekit.context import MissingContextError, get, must_get
 from servicekit.db import Base, Database, SessionDep, create_engine, translate_db_errors
+from servicekit.downstreams import Downstreams
 from servicekit.errors import (
     BadRequestError,
     ConflictError,
@@ -72,6 +73,7 @@ __all__ = [
     "ConcurrencyLimiter",
     "ConflictError",
     "Database",
+    "Downstreams",
     "FaultInjector",
     "Faults",
     "ForbiddenError",

@@ -16,6 +16,7 @@ EXPECTED = {
     "ConcurrencyLimiter",
     "ConflictError",
     "Database",
+    "Downstreams",
     "FaultInjector",
     "Faults",
     "ForbiddenError",

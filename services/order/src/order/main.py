@@ -11,7 +11,7 @@ from typing import TypedDict
 
 import httpx
 from fastapi import FastAPI
-from servicekit import Breakers, Database, ServiceClient, create_service_app, run_periodically
+from servicekit import Database, Downstreams, create_service_app, run_periodically
 
 from order import service
 from order.clients import InventoryClient, PaymentClient
@@ -34,37 +34,18 @@ def create_app(
 ) -> FastAPI:
     """Build the order app; transports are injectable so tests can fake the downstreams."""
     settings = settings or OrderSettings()
-    token = settings.service_token.get_secret_value()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         database = Database.from_settings(settings)
         # One circuit breaker per downstream (ORDER_BREAKER_*): an open payment breaker makes
         # checkout answer 503 at once, and the saga releases the stock it reserved.
-        breakers = Breakers.from_settings(settings, metrics=app.state.metrics)
+        downstreams = Downstreams(settings, metrics=app.state.metrics)
         inventory = InventoryClient(
-            ServiceClient(
-                "inventory",
-                settings.inventory_url,
-                token=token,
-                caller=settings.service_name,
-                timeout=settings.http_timeout,
-                transport=inventory_transport,
-                breaker=breakers.get("inventory"),
-                metrics=app.state.metrics,
-            )
+            downstreams.client("inventory", settings.inventory_url, transport=inventory_transport)
         )
         payment = PaymentClient(
-            ServiceClient(
-                "payment",
-                settings.payment_url,
-                token=token,
-                caller=settings.service_name,
-                timeout=settings.http_timeout,
-                transport=payment_transport,
-                breaker=breakers.get("payment"),
-                metrics=app.state.metrics,
-            )
+            downstreams.client("payment", settings.payment_url, transport=payment_transport)
         )
         checkout = Checkout(
             database,
@@ -77,7 +58,7 @@ def create_app(
         async def recover() -> None:
             await service.recover_sagas(checkout, stale_seconds=settings.saga_stale_seconds)
 
-        await breakers.start()
+        await downstreams.start()
         try:
             # Start-up pass, then periodic: sagas left behind by a crash get finished or undone.
             async with run_periodically(
@@ -85,9 +66,7 @@ def create_app(
             ):
                 yield {"database": database, "settings": settings, "checkout": checkout}
         finally:
-            await inventory.aclose()
-            await payment.aclose()
-            await breakers.aclose()
+            await downstreams.aclose()
             await database.dispose()
 
     return create_service_app(
