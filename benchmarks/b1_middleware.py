@@ -4,7 +4,7 @@ Both apps answer `GET /hello` under a real uvicorn, measured in turns in one run
 (see asgi_bench.py), the route declared the same way in both (an included `APIRouter`). The
 kit app has tracing off (no exporter configured; B2 turns it on) and otherwise runs a
 deployed service's defaults: its JSON access log goes to a file under the default policy
-(every error and slow request, 5% of the other requests: `<P>_ACCESS_LOG_SAMPLE`, which
+(every error and slow request, 1% of the other requests: `<P>_ACCESS_LOG_SAMPLE`, which
 `make up` sets to 1.0). The kit turns FastAPI's native telemetry off (it makes its own spans
 and metrics); the bare app keeps FastAPI's defaults. For scale, a bare app with the route on
 the app itself (no router) is measured too. Target: >= 0.90x bare throughput.

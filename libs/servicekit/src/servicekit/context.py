@@ -19,9 +19,11 @@ from contextvars import ContextVar, Token
 from typing import Any, Generic, TypeVar, overload
 
 T = TypeVar("T")
+#: A key only hands values out: `Key[bool]` is a `Key[object]` (mixed keys in one dict type).
+T_co = TypeVar("T_co", covariant=True)
 
 
-class Key(Generic[T]):
+class Key(Generic[T_co]):
     """A typed context key: `get(REQUEST_ID)` is typed `str | None`.
 
     Keys compare and hash by identity (declare each once, at module level): a dataclass's

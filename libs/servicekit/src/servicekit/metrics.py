@@ -14,12 +14,16 @@ scraper that asks for it (Prometheus does).
 from __future__ import annotations
 
 import platform
+import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Exemplar
+from prometheus_client.utils import floatToGoString
 
 from servicekit import context
 from servicekit.once import construction_counts
@@ -93,13 +97,9 @@ class Metrics:
         )
         self.build_info.labels(version or "unknown", platform.python_version()).set(1)
         # --- HTTP server (OTel semconv http.server.*) -------------------------------------
-        self.request_duration = Histogram(
-            "http_server_request_duration_seconds",
-            "Duration of HTTP server requests.",
-            ["http_request_method", "http_route", "http_response_status_code", "traffic"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        # Observed on every request by the edge layer: kept by a collector of its own (below).
+        self.request_duration = ServerDurations()
+        r.register(self.request_duration)
         self.active_requests = Gauge(
             "http_server_active_requests", "HTTP server requests in flight.", registry=r
         )
@@ -234,28 +234,44 @@ class Metrics:
         r.register(self.once_constructions)
 
 
-#: Children of the duration histogram kept per (method, route, status, shadow); bounded
-#: anyway (methods and statuses are the client's to choose), the cache then starts over.
-MAX_CACHED_SERIES = 1024
+#: Request methods kept as a label value; any other becomes `_OTHER` (OTel semconv), so a
+#: client inventing methods cannot add series.
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
 
 
-class RequestMetrics:
-    """RED metrics per route template (never the raw path: bounded cardinality).
+class _Series:
+    __slots__ = ("counts", "exemplars", "total")
 
-    Fed by the kit's edge layer (`servicekit.middleware.EdgeMiddleware`), which times every
-    answer: rejections, cached answers and recovered errors included. `labels()` costs more
-    than the observation itself, so the histogram child of each label set is looked up once
-    and kept. Requests in flight are a plain counter, read at scrape time: a gauge would take
-    its lock twice per request.
+    def __init__(self, size: int) -> None:
+        self.counts = [0] * size
+        self.exemplars: list[Exemplar | None] = [None] * size
+        self.total = 0.0
+
+
+class ServerDurations:
+    """`http_server_request_duration_seconds{http_request_method, http_route,
+    http_response_status_code, traffic}`: the RED histogram, as a collector.
+
+    prometheus_client's `Histogram` takes a lock twice per observation (sum and bucket) and
+    its `labels()` lookup costs more than that; this histogram is observed once per request,
+    by the edge layer on the event loop, its only writer. So it keeps plain counts per label
+    set (`bisect` into the bounds) and builds the family at scrape time, exemplars included;
+    the exposition is prometheus_client's. A scrape from another thread reads ints and floats,
+    each read atomic; `_count` is the last cumulative bucket, so count and buckets agree.
     """
 
-    __slots__ = ("_histogram", "_series", "in_flight")
+    name = "http_server_request_duration_seconds"
+    documentation = "Duration of HTTP server requests."
+    labels = ("http_request_method", "http_route", "http_response_status_code", "traffic")
 
-    def __init__(self, metrics: Metrics) -> None:
-        self._histogram = metrics.request_duration
-        self._series: dict[tuple[str, str, int, bool], Any] = {}
-        self.in_flight = 0
-        metrics.active_requests.set_function(lambda: self.in_flight)
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self._bounds = buckets
+        # `le` spelled as prometheus_client's Histogram spells it (its helper is untyped).
+        les: list[str] = [floatToGoString(b) for b in buckets]  # type: ignore[no-untyped-call]
+        self._les = [*les, "+Inf"]
+        self._series: dict[tuple[str, str, int, bool], _Series] = {}
 
     def observe(
         self,
@@ -264,16 +280,52 @@ class RequestMetrics:
         status: int,
         shadow: bool,
         seconds: float,
-        trace_id: str | None,
+        trace_id: str | None = None,
     ) -> None:
-        """Time one answer; `trace_id` (of a sampled trace, else None) becomes its exemplar."""
+        """Count one answer; `trace_id` (of a sampled trace) becomes its bucket's exemplar."""
         key = (method, route, status, shadow)
-        child = self._series.get(key)
-        if child is None:
-            if len(self._series) >= MAX_CACHED_SERIES:
-                self._series.clear()
-            child = self._histogram.labels(
-                method, route, str(status), "shadow" if shadow else "live"
-            )
-            self._series[key] = child
-        child.observe(seconds, {"trace_id": trace_id} if trace_id else None)
+        series = self._series.get(key)
+        if series is None:
+            if method not in KNOWN_METHODS:
+                key = ("_OTHER", route, status, shadow)
+                series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = _Series(len(self._les))
+        index = bisect_left(self._bounds, seconds)  # the first bound >= seconds: `le`
+        series.counts[index] += 1
+        series.total += seconds
+        if trace_id is not None:
+            series.exemplars[index] = Exemplar({"trace_id": trace_id}, seconds, time.time())
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without samples (the registry checks names when registering)."""
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+
+    def collect(self) -> Iterator[Metric]:
+        """Cumulative buckets per label set, read at scrape time."""
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        for (method, route, status, shadow), series in list(self._series.items()):
+            buckets: list[Any] = []
+            cumulative = 0
+            for le, count, exemplar in zip(self._les, series.counts, series.exemplars, strict=True):
+                cumulative += count
+                buckets.append((le, cumulative, exemplar) if exemplar else (le, cumulative))
+            labels = [method, route, str(status), "shadow" if shadow else "live"]
+            family.add_metric(labels, buckets, series.total)
+        yield family
+
+
+class RequestMetrics:
+    """RED metrics per route template (never the raw path: bounded cardinality).
+
+    Fed by the kit's edge layer (`servicekit.middleware.EdgeMiddleware`), which times every
+    answer: rejections, cached answers and recovered errors included. Requests in flight are a
+    plain counter, read at scrape time: a gauge would take its lock twice per request.
+    """
+
+    __slots__ = ("in_flight", "observe")
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.observe = metrics.request_duration.observe
+        self.in_flight = 0
+        metrics.active_requests.set_function(lambda: self.in_flight)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from contextvars import Token
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -125,7 +126,7 @@ class EdgeMiddleware:
         quiet = path in QUIET_PATHS
         tracer = None if quiet or self.tracing is None else self.tracing.tracer
         span: trace.Span | None = None
-        token: object = None
+        token: Token[otel_context.Context] | None = None
         if tracer is None:
             # Untraced here: a new trace is not sampled (nobody records it), a caller's
             # decision is passed on as it came.
@@ -181,7 +182,7 @@ class EdgeMiddleware:
                 if span is not None:
                     _end_server_span(span, scope, route, status)
                 if token is not None:
-                    otel_context.detach(token)  # type: ignore[arg-type]
+                    otel_context.detach(token)
                 seconds = time.perf_counter() - start
                 if requests is not None:
                     requests.in_flight -= 1

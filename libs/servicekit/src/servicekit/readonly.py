@@ -12,6 +12,10 @@ reads go on. It leaves by itself, with hysteresis: after at least `min_dwell` se
 both p95s over the samples left in the window (none counts as calm) are below `EXIT_RATIO` of
 their thresholds.
 
+The checkout wait is timed on the event loop, so it also grows when the process itself is
+CPU-bound rather than the pool short: either way requests queue for the database, and
+writes, the costliest requests, are what to refuse first.
+
 Critical calls (`X-Request-Priority: critical`: saga commit, release, refund) are still
 admitted: each is one short write that finishes or undoes work already done (stock held, money
 taken); refusing it would keep that state around longer and make the recovery pass redo it.

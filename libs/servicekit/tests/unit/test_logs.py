@@ -178,6 +178,6 @@ def test_the_sample_is_a_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("DEMO_ACCESS_LOG_SAMPLE", raising=False)
-    assert DemoSettings().access_log_sample == 0.05
+    assert DemoSettings().access_log_sample == 0.01
     monkeypatch.setenv("DEMO_ACCESS_LOG_SAMPLE", "1.0")
     assert DemoSettings().access_log_sample == 1.0

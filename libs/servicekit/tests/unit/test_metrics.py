@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import generate_latest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
@@ -173,3 +174,38 @@ def test_apps_in_one_process_have_their_own_registries() -> None:
         second.registry.get_sample_value("servicekit_idempotent_replays_total", {"traffic": "live"})
         is None
     )
+
+
+def test_request_durations_count_as_prometheus_buckets_do() -> None:
+    metrics = Metrics("shop")
+    durations = metrics.request_duration
+    for seconds in (0.001, 0.0011, 0.3, 99.0):  # on a bound, just above it, mid, past the last
+        durations.observe("GET", "/items", 200, False, seconds)
+    durations.observe("BREW", "/items", 200, False, 0.001)  # invented method: one `_OTHER` series
+    durations.observe("TEAPOT", "/items", 200, False, 0.001)
+    found = samples(generate_latest(metrics.registry).decode())
+
+    def bucket(method: str, le: str) -> float:
+        (sample,) = [
+            s
+            for s in find(found, "http_server_request_duration_seconds_bucket", le=le)
+            if s.labels["http_request_method"] == method
+        ]
+        return float(sample.value)
+
+    assert [bucket("GET", le) for le in ("0.001", "0.0025", "0.25", "0.5", "10.0", "+Inf")] == [
+        1,
+        2,
+        2,
+        3,
+        3,
+        4,
+    ]
+    (total,) = find(found, "http_server_request_duration_seconds_sum", http_request_method="GET")
+    assert total.value == pytest.approx(0.001 + 0.0011 + 0.3 + 99.0)
+    assert bucket("_OTHER", "+Inf") == 2
+    methods = {
+        s.labels["http_request_method"]
+        for s in find(found, "http_server_request_duration_seconds_count")
+    }
+    assert methods == {"GET", "_OTHER"}
