@@ -22,6 +22,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 from servicekit import context
@@ -89,6 +90,15 @@ class JsonFormatter(logging.Formatter):
         return _ENCODER.encode(entry)
 
 
+#: Scope key a load-shedding tier sets on the requests it refuses (see `mark_shed`).
+SHED_SCOPE_KEY = "servicekit.shed"
+
+
+def mark_shed(scope: MutableMapping[str, Any]) -> None:
+    """Mark the request as refused by load shedding: its access line is sampled (`decide`)."""
+    scope[SHED_SCOPE_KEY] = True
+
+
 #: Level of the access line of a server error (its stack, if any, is logged by recovery).
 SERVER_ERROR_LEVEL = logging.WARNING
 
@@ -114,12 +124,26 @@ class AccessLogPolicy:
         self._bound = round(sample * (1 << 64))
 
     def decide(
-        self, status: int, latency_ms: float, trace_id: str, *, sampled_trace: bool
+        self,
+        status: int,
+        latency_ms: float,
+        trace_id: str,
+        *,
+        sampled_trace: bool,
+        shed: bool = False,
     ) -> tuple[int, float | None] | None:
-        """(level, sample share or None) of the request's line, or None for no line."""
-        if status >= 500:
-            return SERVER_ERROR_LEVEL, None
-        if status >= 400 or latency_ms >= self.slow_ms or sampled_trace or self.sample >= 1.0:
+        """(level, sample share or None) of the request's line, or None for no line.
+
+        `shed`: the answer is a load-shedding refusal (`mark_shed`). Those come by the thousand
+        per second exactly when the process is overloaded, and are counted by reason in
+        `servicekit_shed_requests_total`; so they are sampled like successes, never all written.
+        """
+        if not shed:
+            if status >= 500:
+                return SERVER_ERROR_LEVEL, None
+            if status >= 400 or latency_ms >= self.slow_ms:
+                return logging.INFO, None
+        if sampled_trace or self.sample >= 1.0:
             return logging.INFO, None
         if self._bound and int(trace_id[16:], 16) < self._bound:
             return logging.INFO, self.sample

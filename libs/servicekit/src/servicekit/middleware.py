@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit import context
 from servicekit.errors import PayloadTooLargeError, problem_body
-from servicekit.logs import AccessLogPolicy, access_log
+from servicekit.logs import SHED_SCOPE_KEY, AccessLogPolicy, access_log
 from servicekit.metrics import Metrics, RequestMetrics
 from servicekit.recovery import recover
 from servicekit.security import SecurityHeaders
@@ -207,7 +207,9 @@ class EdgeMiddleware:
                 scope["method"], route, scope["path"], status, round(latency_ms, 2), quiet=True
             )
             return
-        line = self.access_log.decide(status, latency_ms, trace_id, sampled_trace=sampled)
+        line = self.access_log.decide(
+            status, latency_ms, trace_id, sampled_trace=sampled, shed=SHED_SCOPE_KEY in scope
+        )
         if line is not None:
             level, share = line
             access_log(

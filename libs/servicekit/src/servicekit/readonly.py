@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from servicekit import context
 from servicekit.db import Database
 from servicekit.errors import problem_body
+from servicekit.logs import mark_shed
 from servicekit.metrics import Metrics, traffic
 
 logger = logging.getLogger("servicekit.readonly")
@@ -213,6 +214,7 @@ class ReadOnlyMiddleware:
             await self.app(scope, receive, send)
             return
         self.metrics.shed_requests.labels("data", "read_only", traffic()).inc()
+        mark_shed(scope)
         await send_unavailable(
             send,
             "the database is saturated: read-only mode, writes are refused for now",

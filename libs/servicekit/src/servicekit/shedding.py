@@ -38,6 +38,7 @@ from servicekit.auth import OPEN_PATHS
 from servicekit.cache import CachedAnswer, MemoryBackend, ReadCache, RedisBackend
 from servicekit.client import PRIORITY_HEADER
 from servicekit.db import Database, PoolMetrics
+from servicekit.logs import mark_shed
 from servicekit.metrics import Metrics, traffic
 from servicekit.readonly import (
     SAFE_METHODS,
@@ -239,6 +240,7 @@ class SheddingMiddleware:
             refused = limiter.try_acquire(shadow=shadow, critical=critical)
             if refused is not None:
                 self.metrics.shed_requests.labels("service", refused, traffic()).inc()
+                mark_shed(scope)
                 self._name_route(scope)
                 await send_unavailable(send, "over capacity; retry shortly", slug="overloaded")
                 return

@@ -127,6 +127,19 @@ def test_policy_always_writes_errors_slow_and_traced_requests(
     assert policy.decide(status, latency_ms, HIGH_KEY, sampled_trace=sampled_trace) == expected
 
 
+def test_policy_samples_shed_refusals_like_successes() -> None:
+    policy = AccessLogPolicy(sample=0.25, slow_ms=500.0)
+    assert policy.decide(503, 1.0, HIGH_KEY, sampled_trace=False, shed=True) is None
+    assert policy.decide(429, 1.0, LOW_KEY, sampled_trace=False, shed=True) == (
+        logging.INFO,
+        0.25,
+    )
+    assert policy.decide(503, 1.0, HIGH_KEY, sampled_trace=True, shed=True) == (
+        logging.INFO,
+        None,
+    )
+
+
 def test_policy_samples_the_rest_by_trace_id_so_every_hop_agrees() -> None:
     policy = AccessLogPolicy(sample=0.25)
     assert policy.decide(200, 1.0, LOW_KEY, sampled_trace=False) == (logging.INFO, 0.25)

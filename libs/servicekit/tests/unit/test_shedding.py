@@ -157,6 +157,25 @@ async def test_over_the_limit_answers_503_fast_and_health_still_answers() -> Non
     assert shop.sample(count, http_response_status_code="503", **timed) == 1
 
 
+async def test_shed_answers_are_sampled_in_the_access_log_not_all_written(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Thousands of refusals per second come exactly when the process is overloaded: a JSON
+    # line each would add to the load. They are counted; their lines are sampled.
+    shop = Shop(access_log_sample=0.0)
+    async with lifespan_client(shop.app, headers=TOKEN) as client:
+        held = await shop.fill(client, 4)
+        refused = [await client.get("/hold") for _ in range(3)]
+        assert await finish(shop, held) == [200] * 4
+        missing = await client.get("/nowhere")  # a client error: always written
+    assert [r.status_code for r in refused] == [503] * 3
+    lines = [line for line in capsys.readouterr().out.splitlines() if "servicekit.access" in line]
+    assert missing.status_code == 404 and [line for line in lines if '"status": 404' in line]
+    assert not [line for line in lines if '"status": 503' in line]
+    shed = {"tier": "service", "reason": "concurrency", "traffic": "live"}
+    assert shop.sample("servicekit_shed_requests_total", **shed) == 3
+
+
 async def test_shadow_is_shed_first_and_critical_last() -> None:
     shop = Shop()
     async with lifespan_client(shop.app, headers=TOKEN) as client:
