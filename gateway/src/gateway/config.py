@@ -47,8 +47,12 @@ class GatewaySettings(ServiceSettings):
     #: Gateway processes sharing the Redis counts (replicas x workers): while counts are per
     #: process, each one allows a fail-closed limit only its share of it.
     rate_limit_processes: int = Field(default=1, ge=1, le=10_000)
-    #: Longest wait for one Redis call of the limiter before counting in memory instead.
-    rate_limit_redis_timeout: float = Field(default=0.1, gt=0, le=5)
+    #: How long Redis may stay silent while the limiter waits on it before counting in memory
+    #: instead (everybody waiting gives up together). Redis answers a LAN call in well under
+    #: 1 ms; a busy event loop is told apart (gateway.ratelimit), so the deadline can be short:
+    #: a 1 s stall then costs ~25 ms to the requests of its first 25 ms only (B6). Envoy's
+    #: rate-limit filter defaults to 20 ms. Raise it for a distant Redis (TLS, another zone).
+    rate_limit_redis_timeout: float = Field(default=0.025, gt=0, le=5)
     #: Prefix of the limiter's Redis keys (one Redis may serve several gateways).
     rate_limit_key_prefix: str = Field(default="gateway-limits", pattern=r"^[A-Za-z0-9:_.-]{1,64}$")
 

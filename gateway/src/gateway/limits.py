@@ -48,6 +48,7 @@ from redis.backoff import NoBackoff
 from redis.driver_info import DriverInfo
 from servicekit import Metrics, ServiceError, traffic
 from servicekit.auth import OPEN_PATHS
+from servicekit.logs import mark_shed
 from slowapi.util import get_remote_address
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -201,6 +202,7 @@ class AccessLimitMiddleware:
         if limits is not None:
             refusal = await limits.check(scope)
             if refusal is not None:
+                mark_shed(scope)  # counted by reason; its access line is sampled
                 await refusal.to_response()(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -213,21 +215,31 @@ REDIS_CONNECTIONS = 16
 
 
 def limiter_redis(url: str, *, timeout: float) -> Redis:
-    """The limiter's asyncio Redis client: bounded pool, short timeouts, no retries.
+    """The limiter's asyncio Redis client: bounded pool, backstop timeouts, one quick retry.
 
-    A retry would only delay the fallback, which is the limiter's answer to a failing Redis.
+    One retry, at once and only on a connection error: a pooled connection may have been
+    closed by a Redis that restarted since, and a fresh one answers (without it, every stale
+    connection in the pool failed once after a restart, and the first of them switched the
+    limiter to memory again). A Redis that is down refuses the retry at once too; a stalled
+    one is bounded by the limiter's deadline, never by retries.
+
+    `timeout` is the limiter's deadline per call; redis-py's own timeouts (the wait for a
+    pooled connection, socket reads) are set well past it, as a backstop only. Equal to it,
+    they would race the limiter's deadline, and under load a queue for a pooled connection
+    would pass for an outage (`FallbackRateLimiter` tells the two apart; redis-py cannot).
     """
+    backstop = 4 * timeout
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=REDIS_CONNECTIONS,
-        timeout=timeout,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
+        timeout=backstop,
+        socket_timeout=backstop,
+        socket_connect_timeout=backstop,
         client_name="gateway-limits",
         # A known version: left out, redis-py looks it up in the package metadata on every
         # new connection, which triples the cost of opening one.
         driver_info=DriverInfo(lib_version=redis.__version__),
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         health_check_interval=30,
     )
     return Redis(connection_pool=pool)

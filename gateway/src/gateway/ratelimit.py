@@ -8,6 +8,15 @@ probes Redis in the background with exponential backoff; the first probe that an
 switches it back (logged once). Requests never wait for a probe, and a Redis that flaps is
 probed less and less often.
 
+A stall costs at most one timeout, once, for everybody: the first call to reach its deadline
+declares the outage, and every call still waiting on Redis gives up at that moment instead of
+waiting for a deadline of its own (benchmark B6: a 1 s stall otherwise delays a whole
+timeout's worth of requests by a full timeout each). What declares an outage is Redis
+silence, not a busy event loop: a deadline that fires late (the loop was held) gives the call
+its time once more, and a call that fails or times out while Redis answered other calls
+meanwhile (a queue for a pooled connection, one broken connection) is counted in this
+process alone, without switching everybody over.
+
 A `Rule` carries two amounts: `item`, counted in Redis and shared by every gateway process,
 and `local_item`, what one process enforces while it counts alone. Availability-first limits
 use the same amount for both; fail-closed ones (checkout attempts) give each process only its
@@ -32,6 +41,10 @@ logger = logging.getLogger("gateway.ratelimit")
 
 #: First and longest wait between two probes of a Redis that went away.
 PROBE_BACKOFF = (0.5, 10.0)
+#: A deadline that fires this late (share of the timeout) shows a busy loop: wait once more...
+LATE = 0.25
+#: ...but never longer than this many timeouts in all.
+LONGEST = 4
 
 
 def parse_limit(value: str) -> RateLimitItem:
@@ -43,6 +56,14 @@ def parse_limit(value: str) -> RateLimitItem:
     if len(items) != 1:
         raise ValueError(f"{value!r}: give exactly one limit, like '200/second'")
     return items[0]
+
+
+class _GaveUp(Exception):
+    """A call given up on without new evidence of an outage: count the hit here, keep the mode.
+
+    Either another call has declared the outage meanwhile, or the call failed or reached its
+    deadline while the shared storage kept answering other calls.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +117,10 @@ class FallbackRateLimiter:
         self._shared = primary is not None
         # Calls given up on at their deadline, kept referenced until they finish unwinding.
         self._abandoned: set[asyncio.Task[Decision]] = set()
+        # Done when an outage is declared: every call waiting on the shared storage races it.
+        self._outage: asyncio.Future[None] | None = None
+        # Answers from the shared storage so far: proof of life for a call that waited long.
+        self._answers = 0
 
     @property
     def shared(self) -> bool:
@@ -114,6 +139,8 @@ class FallbackRateLimiter:
                 return await self._bounded(
                     self._decide(self._primary, rule.item, identifiers, shared=True)
                 )
+            except _GaveUp:
+                pass  # count this one hit here; the mode is someone else's call
             except Exception as exc:  # any storage failure: count locally, never a 5xx
                 self._lose(exc)
         return await self._decide(self._local, rule.local_item, identifiers, shared=False)
@@ -122,15 +149,68 @@ class FallbackRateLimiter:
         # Not `asyncio.timeout`: that waits for the cancelled call to unwind, and redis-py's
         # unwinding (closing the connection, releasing it to the pool under a lock) queues
         # behind every other call cancelled in the same stall. The call runs in a task of its
-        # own; at the deadline the request moves on and the task is cancelled behind it.
-        task = asyncio.ensure_future(call)
-        done, _ = await asyncio.wait((task,), timeout=self.timeout)
-        if task in done:
-            return task.result()
+        # own; when the request gives up, the task is cancelled behind it.
+        loop = asyncio.get_running_loop()
+        if self._outage is None or self._outage.done():
+            self._outage = loop.create_future()
+        outage = self._outage
+        answers = self._answers
+        task = asyncio.ensure_future(self._answered(call))
+        start = loop.time()
+        deadline = start + self.timeout
+        try:
+            while True:
+                await asyncio.wait(
+                    (task, outage),
+                    timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if task.done() or outage.done():
+                    break
+                now = loop.time()
+                # A deadline that fires late is a busy loop's, not Redis's: the call may not have
+                # had its time (not sent yet, or its answer in but unread). It gets the timeout
+                # once more, up to a hard limit.
+                if now - deadline < self.timeout * LATE or now - start >= self.timeout * LONGEST:
+                    break
+                deadline = now + self.timeout
+        finally:
+            if not task.done():  # deadline, outage, or the request itself was cancelled
+                self._abandon(task)
+        if task.done():
+            error = task.exception()
+            if error is None:
+                return task.result()
+            if not isinstance(error, Exception):
+                raise error
+            failure = error
+        elif outage.done():
+            raise _GaveUp("another call found the storage unavailable")
+        else:
+            failure = TimeoutError(f"no answer from the rate-limit storage within {self.timeout} s")
+        if self._answers != answers:
+            # Redis answered other calls meanwhile: this call was unlucky (a busy loop, a queue
+            # for a pooled connection, one broken connection), Redis is not down.
+            raise _GaveUp(f"{type(failure).__name__}; the storage answered others") from failure
+        raise failure
+
+    async def _answered(self, call: Coroutine[Any, Any, Decision]) -> Decision:
+        decision = await call
+        # Counted here, in the call's own task: an answer that came in while the loop was busy
+        # is counted before a waiter whose deadline passed meanwhile looks (I/O callbacks run
+        # before timers in an asyncio loop iteration).
+        self._answers += 1
+        return decision
+
+    def _abandon(self, task: asyncio.Task[Decision]) -> None:
         task.cancel()
         self._abandoned.add(task)
         task.add_done_callback(self._forget)
-        raise TimeoutError(f"no answer from the rate-limit storage within {self.timeout} s")
+
+    def _declare_outage(self) -> None:
+        # Every call still waiting on the storage gives up now, not at its own deadline.
+        if self._outage is not None and not self._outage.done():
+            self._outage.set_result(None)
 
     def _forget(self, task: asyncio.Task[Decision]) -> None:
         self._abandoned.discard(task)
@@ -162,6 +242,7 @@ class FallbackRateLimiter:
         if not self._shared:
             return  # another request in flight saw the same outage: logged already
         self._shared = False
+        self._declare_outage()
         now = self._clock()
         # Lost again soon after coming back (a flapping Redis, or a loop too busy to see its
         # answers in time): keep backing off instead of starting over.

@@ -1,8 +1,10 @@
 """The access tier when Redis dies or stalls (a private redis-server, killed or SIGSTOPped).
 
 What must hold: no 5xx caused by the limiter, health unaffected, the event loop never blocked,
-one log line per mode change, counting back in Redis once it answers again. The last test
-shows why the gateway does not use slowapi's own Limiter: its storage calls are synchronous.
+one log line per mode change, counting back in Redis once it answers again. A stall costs one
+timeout once (the requests waiting on Redis give up together); a busy event loop or a quick
+Redis restart is not taken for an outage. The last test shows why the gateway does not use
+slowapi's own Limiter: its storage calls are synchronous.
 """
 
 from __future__ import annotations
@@ -170,6 +172,87 @@ async def test_stalled_redis_never_blocks_the_loop_nor_answers_5xx(
         await until(shared, timeout=10)
 
 
+async def test_requests_waiting_on_a_stalled_redis_give_up_together(
+    private_redis: PrivateRedis, mode_log: list[str]
+) -> None:
+    """A stall costs one timeout once, not one per request in flight (benchmark B6)."""
+    timeout = 0.3
+    async with gateway(private_redis.url, rate_limit_redis_timeout=timeout) as client:
+        for _ in range(5):  # open the pool's connections while Redis answers
+            await asyncio.gather(*(client.get("/api/products") for _ in range(10)))
+        assert await fallback(client) == 0
+
+        async def timed(delay: float) -> float:
+            await asyncio.sleep(delay)
+            start = time.perf_counter()
+            assert (await client.get("/api/products")).status_code == 200
+            return time.perf_counter() - start
+
+        private_redis.pause()
+        try:
+            # Eight requests arriving 30 ms apart while the first one waits for its deadline.
+            latencies = await asyncio.gather(*(timed(0.03 * i) for i in range(8)))
+        finally:
+            private_redis.resume()
+        assert await fallback(client) == 1
+    assert timeout <= latencies[0] < timeout + 0.2
+    # Each later one waits only for what is left of the first one's timeout: the last one,
+    # sent 0.21 s in, about 0.09 s (each would wait 0.3 s with a deadline of its own).
+    assert latencies[-1] < timeout - 0.1, latencies
+    assert sum(latencies) < 8 * timeout * 0.75, latencies
+    assert sum("Redis unavailable" in m for m in mode_log) == 1, mode_log
+
+
+async def test_a_busy_event_loop_is_not_taken_for_a_redis_outage(
+    private_redis: PrivateRedis, mode_log: list[str]
+) -> None:
+    """The loop held for longer than the timeout, again and again, while Redis is fine."""
+    timeout = 0.05
+    async with gateway(private_redis.url, rate_limit_redis_timeout=timeout) as client:
+        stop = asyncio.Event()
+
+        async def hog() -> None:  # stands in for CPU-bound work or a flood of requests
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                time.sleep(timeout * 2)
+
+        async def traffic() -> list[int]:
+            statuses: list[int] = []
+            for _ in range(15):
+                answers = await asyncio.gather(*(client.get("/api/products") for _ in range(8)))
+                statuses += [a.status_code for a in answers]
+            return statuses
+
+        hogging = asyncio.create_task(hog())
+        try:
+            async with LoopLag() as lag:
+                statuses = await traffic()
+        finally:
+            stop.set()
+            await hogging
+        assert lag.worst >= timeout * 2 * 0.9, "the loop was held past the timeout"
+        assert set(statuses) == {200}
+        assert await fallback(client) == 0
+    assert not any("Redis unavailable" in m for m in mode_log), mode_log
+
+
+async def test_a_quick_redis_restart_is_not_an_outage(
+    private_redis: PrivateRedis, mode_log: list[str]
+) -> None:
+    """Pooled connections closed by a restart are reopened at once, not taken for an outage."""
+    async with gateway(private_redis.url) as client:
+        for _ in range(3):
+            for _ in range(3):  # fill the pool with connections the restart will close
+                await asyncio.gather(*(client.get("/api/products") for _ in range(16)))
+            assert await fallback(client) == 0
+            await asyncio.to_thread(private_redis.kill)
+            await asyncio.to_thread(private_redis.start)  # same port, empty
+            answers = await asyncio.gather(*(client.get("/api/products") for _ in range(16)))
+            assert {a.status_code for a in answers} == {200}
+            assert await fallback(client) == 0
+    assert not any("Redis unavailable" in m for m in mode_log), mode_log
+
+
 async def test_fail_closed_checkout_keeps_the_fleet_under_the_limit_without_redis(
     private_redis: PrivateRedis,
 ) -> None:
@@ -200,7 +283,8 @@ async def test_slowapi_own_limiter_blocks_the_loop_on_a_stalled_redis(
         key_func=get_remote_address,
         application_limits=["1000/minute"],
         storage_uri=private_redis.url,
-        storage_options={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+        # slowapi annotates the options as dict[str, str]; redis-py takes numbers.
+        storage_options={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},  # type: ignore[dict-item]
         in_memory_fallback_enabled=True,
     )
     app = FastAPI()

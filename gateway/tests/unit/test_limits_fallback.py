@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 
 import pytest
 from gateway.limits import rule
@@ -24,20 +25,26 @@ class FlakyStorage(MemoryStorage):
         super().__init__()
         self.down = False
         self.stalled: asyncio.Event | None = None
+        #: Keys containing this text hang until `stalled` is set; other keys answer.
+        self.stalled_keys = ""
+        #: Seconds each call takes to answer (a round trip).
+        self.latency = 0.0
         self.probes = 0
 
-    async def _outage(self) -> None:
-        if self.stalled is not None:
+    async def _outage(self, key: str) -> None:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if self.stalled is not None and self.stalled_keys in key:
             await self.stalled.wait()
         if self.down:
             raise ConnectionError("Connection refused")
 
     async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        await self._outage()
+        await self._outage(key)
         return await super().incr(key, expiry, amount)
 
     async def get(self, key: str) -> int:
-        await self._outage()
+        await self._outage(key)
         return await super().get(key)
 
     async def check(self) -> bool:
@@ -184,6 +191,62 @@ async def test_a_stalled_storage_costs_one_timeout_then_requests_skip_it(
     assert 0.05 <= waited < 0.5, "the calls in flight waited for the timeout, once"
     assert skipped < 0.05, "later requests never touch the stalled storage"
     storage.stalled.set()
+
+
+async def test_calls_waiting_on_a_stalled_storage_all_give_up_at_the_first_deadline(
+    storage: FlakyStorage, fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.ratelimit")
+    limiter = FallbackRateLimiter(storage, timeout=0.2, clock=fake_clock)
+    storage.stalled = asyncio.Event()  # never set: every call hangs
+    loop = asyncio.get_running_loop()
+
+    async def timed_hit(delay: float, client: str) -> float:
+        await asyncio.sleep(delay)
+        start = loop.time()
+        assert not (await limiter.hit(RULE, client)).shared
+        return loop.time() - start
+
+    # Requests arriving during the first call's 0.2 s wait: each gives up when it ends.
+    first, second, third = await asyncio.gather(
+        timed_hit(0.0, "a"), timed_hit(0.08, "b"), timed_hit(0.14, "c")
+    )
+    assert 0.2 <= first < 0.3
+    assert second < 0.18, "gave up with the first call, not at its own deadline"
+    assert third < 0.12, "gave up with the first call, not at its own deadline"
+    assert not limiter.shared
+    assert sum("Redis unavailable" in r.getMessage() for r in caplog.records) == 1
+    storage.stalled.set()
+    await limiter.aclose()
+
+
+async def test_a_slow_call_while_the_storage_answers_others_is_not_an_outage(
+    limiter: FallbackRateLimiter, storage: FlakyStorage, gauge: Gauge
+) -> None:
+    """One call stuck (a queue for a pooled connection, one broken connection): Redis is up."""
+    storage.stalled = asyncio.Event()
+    storage.stalled_keys = "stuck"
+    stuck = asyncio.create_task(limiter.hit(RULE, "stuck"))
+    others = [await limiter.hit(RULE, f"c{i}") for i in range(3)]
+    decision = await stuck
+    assert decision.allowed and not decision.shared, "the stuck hit was counted here"
+    assert all(d.shared for d in others)
+    assert limiter.shared, "the others' answers showed Redis alive: no switch to memory"
+    assert gauge._value.get() == 0
+    assert (await limiter.hit(RULE, "next")).shared
+    storage.stalled.set()
+
+
+async def test_a_busy_event_loop_does_not_pass_for_an_outage(
+    limiter: FallbackRateLimiter, storage: FlakyStorage
+) -> None:
+    """The loop held for twice the timeout before the call could start: it still gets its time."""
+    storage.latency = 0.01
+    loop = asyncio.get_running_loop()
+    loop.call_soon(time.sleep, 0.1)  # runs before the call's first step: a busy loop
+    decision = await limiter.hit(RULE, "alice")
+    assert decision.shared and decision.allowed
+    assert limiter.shared
 
 
 async def test_fail_closed_rule_allows_only_the_process_share_while_alone(

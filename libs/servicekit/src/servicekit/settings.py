@@ -95,6 +95,9 @@ class ServiceSettings(BaseSettings):
     # cached reads are answered from cache (X-Degraded: cache) and shadow traffic is shed.
     max_concurrency: int = Field(default=256, ge=0, le=100_000)
     degrade_at: float = Field(default=0.8, gt=0, le=1)
+    # Degraded mode is left once in-flight requests stayed below the threshold this long: each
+    # exit sends the cached reads back to the database at once.
+    degrade_hold_seconds: float = Field(default=1.0, gt=0, le=600)
     # Cache-aside for the reads a service declares cacheable: fresh for cache_ttl_seconds,
     # kept (and served only when degraded) for cache_stale_seconds.
     cache_ttl_seconds: float = Field(default=1.0, gt=0, le=3600)

@@ -339,7 +339,10 @@ def install_load_shedding(
     metrics: Metrics = app.state.metrics
     limiter = (
         ConcurrencyLimiter(
-            settings.max_concurrency, degrade_at=settings.degrade_at, metrics=metrics
+            settings.max_concurrency,
+            degrade_at=settings.degrade_at,
+            hold=settings.degrade_hold_seconds,
+            metrics=metrics,
         )
         if settings.max_concurrency
         else None
