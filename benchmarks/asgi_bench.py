@@ -108,13 +108,14 @@ def kit_app() -> Any:
 
 @dataclass
 class Server:
-    """One uvicorn process serving `factory` on `port`."""
+    """One uvicorn process serving `module:factory` (a module of benchmarks/) on `port`."""
 
     name: str
     factory: str
     port: int
     env: Mapping[str, str]
     log: Path
+    module: str = "asgi_bench"
 
     @property
     def url(self) -> str:
@@ -127,7 +128,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _pinned(cpu: int, command: list[str]) -> list[str]:
+def pinned(cpu: int, command: list[str]) -> list[str]:
     return ["taskset", "-c", str(cpu), *command] if PINNED else command
 
 
@@ -141,7 +142,7 @@ def serving(servers: list[Server]) -> Iterator[None]:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                f"asgi_bench:{server.factory}",
+                f"{server.module}:{server.factory}",
                 "--factory",
                 "--app-dir",
                 str(HERE),
@@ -154,7 +155,7 @@ def serving(servers: list[Server]) -> Iterator[None]:
             with server.log.open("ab") as log:
                 processes.append(
                     subprocess.Popen(  # noqa: S603
-                        _pinned(0, command),
+                        pinned(0, command),
                         env={**os.environ, **server.env},
                         stdout=log,
                         stderr=subprocess.STDOUT,
@@ -185,20 +186,41 @@ def serving(servers: list[Server]) -> Iterator[None]:
 
 
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_TOTAL = re.compile(r"(\d+) requests in")
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _PERCENTILE = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(url: str, duration: int = DURATION_S) -> dict[str, float]:
-    """Requests/s and p50/p99 latency (ms) of one wrk run against `url`."""
-    command = [WRK, "-t1", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency", url]
+def wrk(
+    url: str,
+    duration: float = DURATION_S,
+    *,
+    connections: int = CONNECTIONS,
+    non_2xx: bool = False,
+) -> dict[str, float]:
+    """Requests/s, p50/p99 latency (ms) and the share of non-2xx answers of one wrk run.
+
+    A run with socket errors is refused; so is one with non-2xx answers unless `non_2xx`
+    (a benchmark of refusals expects them).
+    """
+    command = [WRK, "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "--latency"]
     done = subprocess.run(  # noqa: S603
-        _pinned(1, command), capture_output=True, text=True, check=True
+        pinned(1, [*command, url]), capture_output=True, text=True, check=True
     )
-    rps = _RPS.search(done.stdout)
-    if rps is None or "Non-2xx" in done.stdout or "Socket errors" in done.stdout:
+    rps, total = _RPS.search(done.stdout), _TOTAL.search(done.stdout)
+    refused = _NON_2XX.search(done.stdout)
+    if (
+        rps is None
+        or total is None
+        or "Socket errors" in done.stdout
+        or (refused is not None and not non_2xx)
+    ):
         raise RuntimeError(f"wrk run not clean:\n{done.stdout}")
-    result = {"rps": float(rps.group(1))}
+    result = {
+        "rps": float(rps.group(1)),
+        "non_2xx_share": int(refused.group(1)) / int(total.group(1)) if refused else 0.0,
+    }
     for percentile, value, unit in _PERCENTILE.findall(done.stdout):
         result[f"p{percentile}_ms"] = float(value) * _UNIT_MS[unit]
     return result

@@ -18,13 +18,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import shutil
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -34,11 +29,10 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, ClassVar
 
+from asgi_bench import PINNED, Server, free_port, serving, wrk
 from fastapi import APIRouter, FastAPI, Request
 from report import write
 
-HERE = Path(__file__).resolve().parent
-WRK = shutil.which("wrk") or "/usr/bin/wrk"
 RUNS = 5
 # Latency is measured at a light, closed-loop load: with many connections wrk would measure
 # queueing in the saturated worker, the same for every 503 (the plain-503 baseline shows it).
@@ -47,7 +41,6 @@ DURATION_S = 5
 WARMUP_S = 2
 TIMEOUT_S = 1.0
 TASKS, CALLS = 256, 20_000
-PINNED = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 
 
 # --- the app under test (built by uvicorn --factory in the server process) --------------------
@@ -106,17 +99,7 @@ def create_app() -> Any:
     )
 
 
-# --- servers and wrk --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pinned(cpu: int, command: list[str]) -> list[str]:
-    return ["taskset", "-c", str(cpu), *command] if PINNED else command
+# --- servers (asgi_bench's uvicorn and wrk helpers) -------------------------------------------
 
 
 @contextmanager
@@ -128,110 +111,37 @@ def black_hole() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-@contextmanager
-def serving(modes: list[str], payment_url: str, logs: Path) -> Iterator[dict[str, str]]:
-    """One uvicorn worker per mode; yields mode -> URL of its /checkout."""
-    processes, urls = [], {}
-    try:
-        for mode in modes:
-            port = free_port()
-            command = [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "b5_breaker:create_app",
-                "--factory",
-                "--app-dir",
-                str(HERE),
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ]
-            env = {
-                **os.environ,
-                "B5_MODE": mode,
-                "B5_PAYMENT_URL": payment_url,
-                "B5_LOG_LEVEL": "WARNING",
-            }
-            with (logs / f"{mode}.log").open("ab") as log:
-                processes.append(
-                    subprocess.Popen(  # noqa: S603
-                        pinned(0, command), env=env, stdout=log, stderr=subprocess.STDOUT
-                    )
-                )
-            urls[mode] = f"http://127.0.0.1:{port}"
-        for (mode, url), process in zip(urls.items(), processes, strict=True):
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/hello", timeout=1) as response:  # noqa: S310
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{mode} server did not start; see {logs}")
-                time.sleep(0.2)
-        yield {mode: f"{url}/checkout" for mode, url in urls.items()}
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
-_TOTAL = re.compile(r"(\d+) requests in")
-_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
-_PERCENTILE = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
-_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def wrk(url: str, duration: int = DURATION_S) -> dict[str, float]:
-    """Requests/s, p50/p99 (ms) and the share of 503s of one wrk run (every answer is 503)."""
-    command = [WRK, "-t1", f"-c{CONNECTIONS}", f"-d{duration}s", "--timeout", "5s", "--latency"]
-    done = subprocess.run(  # noqa: S603
-        pinned(1, [*command, url]), capture_output=True, text=True, check=True
-    )
-    rps, total = _RPS.search(done.stdout), _TOTAL.search(done.stdout)
-    if rps is None or total is None or "Socket errors" in done.stdout:
-        raise RuntimeError(f"wrk run not clean:\n{done.stdout}")
-    non_2xx = _NON_2XX.search(done.stdout)
-    result = {
-        "rps": float(rps.group(1)),
-        "non_2xx_share": int(non_2xx.group(1)) / int(total.group(1)) if non_2xx else 0.0,
-    }
-    for percentile, value, unit in _PERCENTILE.findall(done.stdout):
-        result[f"p{percentile}_ms"] = float(value) * _UNIT_MS[unit]
-    return result
-
-
 def fast_fail_through_app() -> dict[str, list[dict[str, float]]]:
     modes = ["open", "plain", "unguarded"]
     results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
-    with (
-        black_hole() as payment,
-        tempfile.TemporaryDirectory() as logs,
-        serving(modes, payment, Path(logs)) as urls,
-    ):
-        for mode in modes:
-            expect_503(urls[mode])
-            wrk(urls[mode], WARMUP_S)
-        for round_ in range(RUNS):
+    with black_hole() as payment, tempfile.TemporaryDirectory() as logs:
+        servers = [
+            Server(
+                mode,
+                "create_app",
+                free_port(),
+                {"B5_MODE": mode, "B5_PAYMENT_URL": payment, "B5_LOG_LEVEL": "WARNING"},
+                Path(logs) / f"{mode}.log",
+                module="b5_breaker",
+            )
+            for mode in modes
+        ]
+        urls = {s.name: f"http://127.0.0.1:{s.port}/checkout" for s in servers}
+        with serving(servers):
             for mode in modes:
-                results[mode].append(wrk(urls[mode]))
-                last = results[mode][-1]
-                print(
-                    f"  round {round_ + 1}/{RUNS} {mode:<10} {last['rps']:>8.0f} req/s "
-                    f"p99 {last['p99_ms']:.2f} ms",
-                    flush=True,
-                )
+                expect_503(urls[mode])
+                wrk(urls[mode], WARMUP_S, connections=CONNECTIONS, non_2xx=True)
+            for round_ in range(RUNS):
+                for mode in modes:
+                    results[mode].append(
+                        wrk(urls[mode], DURATION_S, connections=CONNECTIONS, non_2xx=True)
+                    )
+                    last = results[mode][-1]
+                    print(
+                        f"  round {round_ + 1}/{RUNS} {mode:<10} {last['rps']:>8.0f} req/s "
+                        f"p99 {last['p99_ms']:.2f} ms",
+                        flush=True,
+                    )
     return results
 
 
@@ -313,7 +223,8 @@ async def throughput(guarded: bool) -> float:
 
 
 async def throughput_rounds() -> tuple[list[float], list[float]]:
-    guarded, unguarded = [], []
+    guarded: list[float] = []
+    unguarded: list[float] = []
     await throughput(True)  # warm-up
     for round_ in range(RUNS):
         # Alternate which side goes first, so drift does not favour one.
