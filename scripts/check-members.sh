@@ -11,5 +11,11 @@ for dir in "${members[@]}"; do
   name="$(basename "$dir")"
   echo "==> $name: uv sync --package $name (alone), unit tests"
   UV_PROJECT_ENVIRONMENT="$scratch/$name" uv sync --frozen --package "$name" --group dev --quiet
-  "$scratch/$name/bin/python" -m pytest "$dir/tests/unit" -q -p no:cacheprovider --no-header | tail -n 1
+  # Only the summary on success; the whole report when something fails (CI must say what).
+  if ! "$scratch/$name/bin/python" -m pytest "$dir/tests/unit" -q -p no:cacheprovider \
+      --no-header --tb=short >"$scratch/$name.log" 2>&1; then
+    cat "$scratch/$name.log"
+    exit 1
+  fi
+  tail -n 1 "$scratch/$name.log"
 done
