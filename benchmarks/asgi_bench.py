@@ -132,6 +132,23 @@ def pinned(cpu: int, command: list[str]) -> list[str]:
     return ["taskset", "-c", str(cpu), *command] if PINNED else command
 
 
+def wait_until_ready(
+    url: str, process: subprocess.Popen[bytes], failure: str, timeout: float = 60
+) -> None:
+    """Poll `url` until it answers 200; raise `failure` if `process` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        time.sleep(0.2)
+
+
 @contextmanager
 def serving(servers: list[Server]) -> Iterator[None]:
     """Start every server (one worker, no uvicorn access log), wait until each answers."""
@@ -162,17 +179,7 @@ def serving(servers: list[Server]) -> Iterator[None]:
                     )
                 )
         for server, process in zip(servers, processes, strict=True):
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(server.url, timeout=1) as response:  # noqa: S310
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{server.name} did not start; see {server.log}")
-                time.sleep(0.2)
+            wait_until_ready(server.url, process, f"{server.name} did not start; see {server.log}")
         yield
     finally:
         for process in processes:

@@ -59,6 +59,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
+from asgi_bench import wait_until_ready
 from report import write
 
 REPO = Path(__file__).resolve().parents[1]
@@ -418,17 +419,9 @@ def inventory(url: str, *, shedding: bool, logs: Path) -> Iterator[tuple[int, in
             pinned(0, command), env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"inventory did not start; see {logs}")
-            time.sleep(0.2)
+        wait_until_ready(
+            f"http://127.0.0.1:{port}/readyz", process, f"inventory did not start; see {logs}"
+        )
         yield port, process.pid
     finally:
         process.terminate()
