@@ -29,7 +29,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -233,15 +233,42 @@ def wrk(
     return result
 
 
-def measure(servers: list[Server], runs: int) -> dict[str, list[dict[str, float]]]:
-    """Warm every server up, then `runs` rounds, each server measured once per round."""
+def measure(
+    servers: list[Server], runs: int, processes: int = 1
+) -> dict[str, list[dict[str, float]]]:
+    """Warm every server up, then `runs` rounds, each server measured once per round.
+
+    With `processes` > 1 each server runs as that many uvicorn processes, all measured in
+    every round and averaged: one process's speed depends on where its code and data landed
+    in memory, and on the 2-core machine identical processes differed by up to 8 %.
+    """
+    replicas = {
+        s.name: [
+            s,
+            *(
+                replace(s, port=free_port(), log=s.log.with_name(f"{s.log.stem}-{i}.log"))
+                for i in range(1, processes)
+            ),
+        ]
+        for s in servers
+    }
     results: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
-    with serving(servers):
-        for server in servers:
-            wrk(server.url, WARMUP_S)
+    with serving([r for rs in replicas.values() for r in rs]):
+        for rs in replicas.values():
+            for replica in rs:
+                wrk(replica.url, WARMUP_S)
         for round_ in range(runs):
+            measured: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
+            for i in range(processes):
+                for server in servers:
+                    measured[server.name].append(wrk(replicas[server.name][i].url))
             for server in servers:
-                results[server.name].append(wrk(server.url))
+                results[server.name].append(
+                    {
+                        key: statistics.mean(r[key] for r in measured[server.name])
+                        for key in measured[server.name][0]
+                    }
+                )
                 print(
                     f"  round {round_ + 1}/{runs} {server.name:<28} "
                     f"{results[server.name][-1]['rps']:>9.0f} req/s",
@@ -264,7 +291,7 @@ def summary(results: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
-def setup_note() -> str:
+def setup_note(processes: int = 1) -> str:
     """How the load was generated, for the report."""
     pinning = (
         "uvicorn pinned to CPU 0 and wrk to CPU 1 (taskset)"
@@ -274,6 +301,12 @@ def setup_note() -> str:
     return (
         f"Load generator: wrk, 1 thread, {CONNECTIONS} connections, {DURATION_S} s per run after "
         f"a {WARMUP_S} s warm-up; one uvicorn worker per app (httptools, uvloop); {pinning}."
+        + (
+            f" Each app ran as {processes} separate processes, each measured in every round; a "
+            "round's figure is their mean."
+            if processes > 1
+            else ""
+        )
     )
 
 
@@ -285,6 +318,7 @@ def compare(
     *,
     target: float,
     runs: int,
+    processes: int = 1,
     extra: Callable[[], dict[str, Any]] = dict,
 ) -> None:
     """Measure `servers` in turns and report each one's throughput against the first's.
@@ -292,8 +326,8 @@ def compare(
     The verdict is the second server's median ratio against `target`. `extra` adds data to
     the JSON report (called after the measurement, while the servers' files still exist).
     """
-    print(f"{name}: {runs} rounds; {setup_note()}", flush=True)
-    results = measure(servers, runs)
+    print(f"{name}: {runs} rounds; {setup_note(processes)}", flush=True)
+    results = measure(servers, runs, processes)
     baseline = servers[0].name
     ratios = [ratio_to(results, s.name, baseline) for s in servers]
     ratio = ratios[1]
@@ -314,7 +348,7 @@ def compare(
     write(
         name,
         title,
-        intro + "\n" + setup_note(),
+        intro + "\n" + setup_note(processes),
         [
             (
                 f"Median of {runs} rounds: {servers[1].name} {ratio:.2f}x bare, {verdict}",
@@ -336,8 +370,9 @@ def compare(
             "target": target,
             "pass": ratio >= target,
             "runs": runs,
+            "processes": processes,
             "load_generator": "wrk",
-            "setup": setup_note(),
+            "setup": setup_note(processes),
             "results": results,
             **extra(),
         },

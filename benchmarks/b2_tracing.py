@@ -18,6 +18,8 @@ from pathlib import Path
 from asgi_bench import Server, compare, free_port
 
 RUNS = 5
+#: uvicorn processes per app, averaged per round (asgi_bench.measure says why).
+PROCESSES = 3
 TARGET = 0.60
 
 
@@ -49,6 +51,7 @@ def main() -> None:
             servers,
             target=TARGET,
             runs=RUNS,
+            processes=PROCESSES,
             extra=lambda: {"spans_written": sum(1 for _ in (out / "spans.jsonl").open())},
         )
 

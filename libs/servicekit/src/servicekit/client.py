@@ -45,7 +45,7 @@ def propagation_headers() -> dict[str, str]:
     trace_id = context.get(context.TRACE_ID)
     if trace_id:
         # The sampling decision travels on; a traced client replaces this with its span's id.
-        flags = context.get(context.TRACEPARENT, "-01")[-2:]
+        flags = context.get(context.TRACE_FLAGS, "01")
         headers["traceparent"] = f"00-{trace_id}-{new_span_id()}-{flags}"
     baggage = context.get(context.BAGGAGE)
     if baggage:

@@ -42,7 +42,8 @@ class Key(Generic[T_co]):
 REQUEST_ID: Key[str] = Key("request_id")
 TRACE_ID: Key[str] = Key("trace_id")
 SPAN_ID: Key[str] = Key("span_id")
-TRACEPARENT: Key[str] = Key("traceparent")
+#: W3C trace-flags of the request's trace, two hex digits ("01": sampled).
+TRACE_FLAGS: Key[str] = Key("trace_flags")
 BAGGAGE: Key[str] = Key("baggage")
 CUSTOMER_ID: Key[str] = Key("customer_id")
 SHADOW: Key[bool] = Key("shadow")

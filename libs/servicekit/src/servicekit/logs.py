@@ -114,21 +114,24 @@ class AccessLogPolicy:
     each such line has its trace. Probes and scrapes are written at debug only, as before.
     """
 
-    __slots__ = ("_bound", "sample", "slow_ms")
+    __slots__ = ("_below", "_every", "sample", "slow_ms")
 
     def __init__(self, *, sample: float = 1.0, slow_ms: float = 500.0) -> None:
         if not 0.0 <= sample <= 1.0:
             raise ValueError("sample must be within 0..1")
         self.sample = sample
         self.slow_ms = slow_ms
-        self._bound = round(sample * (1 << 64))
+        self._every = sample >= 1.0
+        # The sampling key, the trace id's low 64 bits, compared as 16 lowercase hex digits:
+        # for strings of equal length that is the numeric order, without parsing a number on
+        # every request. Every trace id the kit holds is lowercase (servicekit.middleware).
+        self._below = f"{min(round(sample * (1 << 64)), (1 << 64) - 1):016x}"
 
     def decide(
         self,
         status: int,
         latency_ms: float,
         trace_id: str,
-        *,
         sampled_trace: bool,
         shed: bool = False,
     ) -> tuple[int, float | None] | None:
@@ -138,16 +141,13 @@ class AccessLogPolicy:
         per second exactly when the process is overloaded, and are counted by reason in
         `servicekit_shed_requests_total`; so they are sampled like successes, never all written.
         """
-        if not shed:
-            if status >= 500:
-                return SERVER_ERROR_LEVEL, None
-            if status >= 400 or latency_ms >= self.slow_ms:
+        if shed or (status < 400 and latency_ms < self.slow_ms):  # a routine answer
+            if sampled_trace or self._every:
                 return logging.INFO, None
-        if sampled_trace or self.sample >= 1.0:
-            return logging.INFO, None
-        if self._bound and int(trace_id[16:], 16) < self._bound:
-            return logging.INFO, self.sample
-        return None
+            if trace_id[16:] < self._below:
+                return logging.INFO, self.sample
+            return None
+        return (SERVER_ERROR_LEVEL if status >= 500 else logging.INFO), None
 
 
 def access_log(

@@ -41,12 +41,12 @@ def exemplar() -> dict[str, str] | None:
     """`{"trace_id": ...}` of the current request if its trace is sampled, else None.
 
     Pass it to `Counter.inc(exemplar=...)` / `Histogram.observe(..., exemplar=...)`. An unsampled
-    trace id would point at a trace nobody kept, so it is left out. The sampled bit is the
-    last flag of the request's `traceparent` (W3C trace-flags, bit 0).
+    trace id would point at a trace nobody kept, so it is left out. The sampled bit is bit 0
+    of the request's W3C trace-flags.
     """
-    traceparent = context.get(context.TRACEPARENT)
+    flags = context.get(context.TRACE_FLAGS)
     # Bit 0 of the last hex digit; a string test, so a malformed value cannot raise here.
-    if not traceparent or traceparent[-1] not in "13579bdf":
+    if not flags or flags[-1] not in "13579bdf":
         return None
     trace_id = context.get(context.TRACE_ID)
     return {"trace_id": trace_id} if trace_id else None

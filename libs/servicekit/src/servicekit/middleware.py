@@ -1,5 +1,5 @@
 """Pure ASGI middleware: the kit's edge layer (context, span, headers, recovery, metrics,
-access log) and the body size cap.
+access log), and the body size cap the admission layer applies.
 
 Order (outermost first) is set in one place, `servicekit.app.create_service_app`.
 """
@@ -51,16 +51,14 @@ _CONTEXT_HEADERS = frozenset(
 )
 _DEADLINE_KEY = DEADLINE_HEADER.encode()
 _REQUEST_ID_HEADER = b"x-request-id"
+_SHADOW_HEADER = b"x-shadow-traffic"
+# Bound once: looked up on every request.
+_perf_counter, _monotonic, _getrandbits = time.perf_counter, time.monotonic, random.getrandbits
+_enter, _leave = context.enter, context.leave
 #: Last hex digit of W3C trace-flags with the sampled bit (bit 0) set.
 _SAMPLED = frozenset("13579bdf")
 #: Probes and scrapes: no span, and their access line is logged at debug only.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-
-
-def _route_of(scope: Scope) -> str:
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"
 
 
 class EdgeMiddleware:
@@ -110,29 +108,34 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
+        # Per-request path, measured (benchmarks/b1_middleware.py): every call, attribute
+        # lookup and temporary here is paid on every request of every service, so helpers
+        # are inlined and what most requests do not need (parsing a traceparent, writing
+        # an access line) is done only when there is something to do.
+        start = _perf_counter()
         found: dict[bytes, str] = {}
         for key, value in scope["headers"]:
             if key in _CONTEXT_HEADERS:
                 found[key] = value.decode("latin-1")
         # Every id this request may need at once: request, trace, span. Ids need to be unique,
         # not secret: the Mersenne Twister (reseeded in forked workers), as OpenTelemetry's
-        # own id generator, at a third of the cost of os.urandom.
-        fresh = f"{random.getrandbits(320):080x}"
-        request_id = found.get(_REQUEST_ID_HEADER)
-        if request_id is None or not _REQUEST_ID.match(request_id):
-            request_id = fresh[:32]
-        parsed = parse_traceparent(found.get(b"traceparent"))
+        # own id generator, at a third of the cost of os.urandom. Hex through bytes: format()
+        # of a 320-bit int costs three times as much.
+        fresh = _getrandbits(320).to_bytes(40, "big").hex()
         path: str = scope["path"]
         quiet = path in QUIET_PATHS
-        tracer = None if quiet or self.tracing is None else self.tracing.tracer
+        parsed = parse_traceparent(found[b"traceparent"]) if b"traceparent" in found else None
+        tracing = self.tracing
+        tracer = None if quiet or tracing is None else tracing.tracer
         span: trace.Span | None = None
         token: Token[otel_context.Context] | None = None
         if tracer is None:
             # Untraced here: a new trace is not sampled (nobody records it), a caller's
             # decision is passed on as it came.
-            trace_id = parsed[0] if parsed else fresh[32:64]
-            flags = parsed[2] if parsed else "00"
+            if parsed is None:
+                trace_id, flags = fresh[32:64], "00"
+            else:
+                trace_id, _, flags = parsed
             span_id = fresh[64:]
         else:
             span = tracer.start_span(
@@ -144,19 +147,30 @@ class EdgeMiddleware:
             flags = "01" if span_context.trace_flags.sampled else "00"
             token = otel_context.attach(activate(tracer, span))
         sampled = flags[-1] in _SAMPLED
-        shadow = found.get(b"x-shadow-traffic") == "1"
+        budget = self.default_timeout
+        if found:
+            request_id = found.get(_REQUEST_ID_HEADER)
+            if request_id is None or not _REQUEST_ID.match(request_id):
+                request_id = fresh[:32]
+            shadow = found.get(_SHADOW_HEADER) == "1"
+            raw_budget = found.get(_DEADLINE_KEY)
+            if raw_budget is not None and raw_budget.isdigit():
+                budget = min(budget, int(raw_budget) / 1000)
+        else:
+            request_id, shadow = fresh[:32], False
         values: dict[context.Key[Any], Any] = {
             context.REQUEST_ID: request_id,
             context.TRACE_ID: trace_id,
             context.SPAN_ID: span_id,
-            context.TRACEPARENT: f"00-{trace_id}-{span_id}-{flags}",
+            context.TRACE_FLAGS: flags,
             context.SHADOW: shadow,
-            context.DEADLINE: time.monotonic() + self._budget(found.get(_DEADLINE_KEY)),
+            context.DEADLINE: _monotonic() + budget,
         }
         baggage = found.get(b"baggage")
         if baggage and len(baggage) <= 8192:
             values[context.BAGGAGE] = baggage
-        added = ((_REQUEST_ID_HEADER, request_id.encode("latin-1")), *self.security.for_path(path))
+        echoed = (_REQUEST_ID_HEADER, request_id.encode("latin-1"))
+        security = self.security.for_path(path)
         add_headers = self.security.add
         status = 0  # 0 until the response starts
 
@@ -164,13 +178,13 @@ class EdgeMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = add_headers(message.get("headers", ()), added)
+                message["headers"] = add_headers(message.get("headers", ()), echoed, security)
             await send(message)
 
         requests = self.requests
         if requests is not None:
             requests.in_flight += 1
-        scope_token = context.enter(values)
+        scope_token = _enter(values)
         try:
             await self.app(scope, receive, send_edge)
         except Exception as exc:
@@ -179,54 +193,38 @@ class EdgeMiddleware:
             try:
                 if status == 0:
                     status = 500  # nothing was sent: the server answers 500 or drops the line
-                route = _route_of(scope)
+                route = getattr(scope.get("route"), "path", None)
+                if not isinstance(route, str):
+                    route = "unmatched"
                 if span is not None:
                     _end_server_span(span, scope, route, status)
                 if token is not None:
                     otel_context.detach(token)
-                seconds = time.perf_counter() - start
+                seconds = _perf_counter() - start
                 if requests is not None:
                     requests.in_flight -= 1
                     exemplar = trace_id if sampled else None
                     requests.observe(scope["method"], route, status, shadow, seconds, exemplar)
-                self._log(scope, route, status, seconds * 1000, trace_id, quiet, sampled)
+                if quiet:
+                    access_log(
+                        scope["method"], route, path, status, round(seconds * 1000, 2), quiet=True
+                    )
+                else:
+                    line = self.access_log.decide(
+                        status, seconds * 1000, trace_id, sampled, SHED_SCOPE_KEY in scope
+                    )
+                    if line is not None:
+                        access_log(
+                            scope["method"],
+                            route,
+                            path,
+                            status,
+                            round(seconds * 1000, 2),
+                            level=line[0],
+                            sampled=line[1],
+                        )
             finally:
-                context.leave(scope_token)  # last: the access line carries the request's ids
-
-    def _log(
-        self,
-        scope: Scope,
-        route: str,
-        status: int,
-        latency_ms: float,
-        trace_id: str,
-        quiet: bool,
-        sampled: bool,
-    ) -> None:
-        if quiet:
-            access_log(
-                scope["method"], route, scope["path"], status, round(latency_ms, 2), quiet=True
-            )
-            return
-        line = self.access_log.decide(
-            status, latency_ms, trace_id, sampled_trace=sampled, shed=SHED_SCOPE_KEY in scope
-        )
-        if line is not None:
-            level, share = line
-            access_log(
-                scope["method"],
-                route,
-                scope["path"],
-                status,
-                round(latency_ms, 2),
-                level=level,
-                sampled=share,
-            )
-
-    def _budget(self, raw: str | None) -> float:
-        if raw is not None and raw.isdigit():
-            return min(self.default_timeout, int(raw) / 1000)
-        return self.default_timeout
+                _leave(scope_token)  # last: the access line carries the request's ids
 
 
 def _remote_parent(parsed: tuple[str, str, str] | None) -> otel_context.Context | None:
@@ -262,19 +260,25 @@ def _end_server_span(span: trace.Span, scope: Scope, route: str, status: int) ->
 
 #: HTTP versions whose body, without Transfer-Encoding, is framed by Content-Length alone.
 _LENGTH_FRAMED = frozenset({"1.0", "1.1"})
+#: `BodyCap.check` verdicts.
+REFUSE, ADMIT, COUNT = 0, 1, 2
 
 
-class BodyLimitMiddleware:
-    """Refuse bodies over `max_bytes` with 413, by Content-Length or while streaming."""
+class BodyCap:
+    """The request body cap: 413 over `max_bytes`, by Content-Length or while streaming.
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
+    Applied by the admission layer (`servicekit.shedding.AdmissionMiddleware`), innermost: only
+    admitted, authorised calls get to send a body. `check` is synchronous, so the common
+    case (a body framed by its Content-Length, or none) costs no extra coroutine.
+    """
+
+    __slots__ = ("max_bytes",)
+
+    def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def check(self, scope: Scope) -> int:
+        """REFUSE (declared too long or malformed), ADMIT (nothing to count) or COUNT."""
         declared: bytes | None = None
         chunked = False
         for key, value in scope["headers"]:
@@ -283,13 +287,15 @@ class BodyLimitMiddleware:
             elif key == b"transfer-encoding":
                 chunked = True
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
-            return
+            return REFUSE
         if not chunked and scope.get("http_version") in _LENGTH_FRAMED:
             # HTTP/1.x without Transfer-Encoding: the body is Content-Length bytes or none
             # (RFC 9112, 6.3), and the server holds the client to it: nothing to count.
-            await self.app(scope, receive, send)
-            return
+            return ADMIT
+        return COUNT
+
+    async def counted(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run `app` with the body counted as it arrives; 413 once it passes the cap."""
         received = 0
         exceeded = False
         limit = self.max_bytes
@@ -313,19 +319,19 @@ class BodyLimitMiddleware:
             if exceeded:
                 if not refused:
                     refused = True
-                    await self._refuse(send)
+                    await self.refuse(send)
                 return
             await send(message)
 
         try:
-            await self.app(scope, receive_capped, send_capped)
+            await app(scope, receive_capped, send_capped)
         except PayloadTooLargeError:
             if refused:
                 return
             refused = True
-            await self._refuse(send)
+            await self.refuse(send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def refuse(self, send: Send) -> None:
         body = problem_body(
             413, f"request body over {self.max_bytes} bytes", slug="payload-too-large"
         )

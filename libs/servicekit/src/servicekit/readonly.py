@@ -27,17 +27,15 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Send
 
-from servicekit import context
 from servicekit.db import Database
 from servicekit.errors import problem_body
-from servicekit.logs import mark_shed
-from servicekit.metrics import Metrics, traffic
+from servicekit.metrics import Metrics
 
 logger = logging.getLogger("servicekit.readonly")
 
@@ -179,48 +177,6 @@ class ReadOnlyGuard:
 
 def _ms(seconds: float) -> str:
     return "timeout" if math.isinf(seconds) else f"{seconds * 1000:.0f} ms"
-
-
-class ReadOnlyMiddleware:
-    """Pure ASGI: 503 + Retry-After for writes while the guard says read-only.
-
-    `open_paths` are never refused (the operator's fault switch must work in any mode).
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        guard: ReadOnlyGuard,
-        metrics: Metrics,
-        open_paths: Iterable[str] = (),
-    ) -> None:
-        self.app = app
-        self.guard = guard
-        self.metrics = metrics
-        self.open_paths = frozenset(open_paths)
-        for kind in ("live", "shadow"):
-            metrics.shed_requests.labels("data", "read_only", kind)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] in SAFE_METHODS
-            or not self.guard.read_only
-            or scope["path"] in self.open_paths
-            # Trusted only because the shedding middleware sets it for credentialed calls.
-            or context.get(context.PRIORITY) == context.CRITICAL
-        ):
-            await self.app(scope, receive, send)
-            return
-        self.metrics.shed_requests.labels("data", "read_only", traffic()).inc()
-        mark_shed(scope)
-        await send_unavailable(
-            send,
-            "the database is saturated: read-only mode, writes are refused for now",
-            slug="read-only",
-            retry_after=self.guard.retry_after(),
-        )
 
 
 async def send_unavailable(send: Send, detail: str, *, slug: str, retry_after: int = 1) -> None:

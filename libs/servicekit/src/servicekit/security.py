@@ -48,18 +48,21 @@ class SecurityHeaders:
         return SECURITY_HEADERS if path in self._docs_paths else self.all
 
     def add(
-        self, headers: Iterable[tuple[bytes, bytes]], extra: tuple[tuple[bytes, bytes], ...]
+        self,
+        headers: Iterable[tuple[bytes, bytes]],
+        own: tuple[bytes, bytes],
+        extra: tuple[tuple[bytes, bytes], ...],
     ) -> list[tuple[bytes, bytes]]:
-        """`headers` followed by those of `extra` the app did not set itself.
+        """`headers`, then `own` (the edge's header, e.g. the request id), then those of
+        `extra` the app did not set itself.
 
         ASGI response header names are lowercase, so they are compared as they are.
         """
-        headers = list(headers)
+        if not isinstance(headers, list | tuple):  # ASGI allows any iterable: read it once
+            headers = list(headers)
         names = self._names
         for name, _ in headers:
             if name in names:  # rare: the app set one of them itself
                 present = {name for name, _ in headers}
-                headers.extend(h for h in extra if h[0] not in present)
-                return headers
-        headers.extend(extra)
-        return headers
+                return [*headers, own, *(h for h in extra if h[0] not in present)]
+        return [*headers, own, *extra]

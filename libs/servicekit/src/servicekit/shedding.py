@@ -40,12 +40,8 @@ from servicekit.client import PRIORITY_HEADER
 from servicekit.db import Database, PoolMetrics
 from servicekit.logs import mark_shed
 from servicekit.metrics import Metrics, traffic
-from servicekit.readonly import (
-    SAFE_METHODS,
-    ReadOnlyGuard,
-    ReadOnlyMiddleware,
-    send_unavailable,
-)
+from servicekit.middleware import ADMIT, REFUSE, BodyCap
+from servicekit.readonly import SAFE_METHODS, ReadOnlyGuard, send_unavailable
 from servicekit.settings import ServiceSettings
 
 logger = logging.getLogger("servicekit.shedding")
@@ -172,11 +168,23 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-class SheddingMiddleware:
-    """Pure ASGI: the service tier (see the module docstring).
+class AdmissionMiddleware:
+    """Pure ASGI, one layer: whether a request gets in, and what it may send.
+
+    In order, as three layers once did:
+
+    1. **service tier** (this module's docstring): cached reads, then the concurrency limiter;
+    2. **data tier** (servicekit.readonly): writes refused while the database is saturated,
+       critical calls excepted;
+    3. **body cap** (servicekit.middleware.BodyCap): 413 over the cap.
+
+    All three answer before any body is read. `open_paths` (probes, metrics, the fault switch)
+    get the body cap only. One layer instead of three: each layer is a coroutine frame and a
+    call per request, and the two inner ones rarely do anything but pass the request on.
 
     `trust_priority` honours `X-Request-Priority` (internal services, behind the credential;
-    never from the public). `limiter` None turns shedding off; `cache` None turns caching off.
+    never from the public). `limiter` None turns shedding off; `cache` None turns caching off;
+    `guard` None turns read-only mode off.
     """
 
     def __init__(
@@ -185,6 +193,8 @@ class SheddingMiddleware:
         *,
         metrics: Metrics,
         limiter: ConcurrencyLimiter | None,
+        body_cap: BodyCap,
+        guard: ReadOnlyGuard | None = None,
         cache: ReadCache | None = None,
         cached_paths: Iterable[str] = (),
         trust_priority: bool = True,
@@ -193,6 +203,8 @@ class SheddingMiddleware:
         self.app = app
         self.metrics = metrics
         self.limiter = limiter
+        self.body_cap = body_cap
+        self.guard = guard
         self.cache = cache
         self.cached_paths = tuple(p.rstrip("/") for p in cached_paths)
         self.trust_priority = trust_priority
@@ -201,11 +213,14 @@ class SheddingMiddleware:
         # Answers given without routing (cache, shed) are timed under the route template
         # the router found for the same path before; "unmatched" if it never saw it.
         self._routes: dict[str, Any] = {}
-        for tier, reason, kind in (
+        series = [
             ("service", "concurrency", "live"),
             ("service", "concurrency", "shadow"),
             ("service", "shadow", "shadow"),
-        ):
+        ]
+        if guard is not None:
+            series += [("data", "read_only", "live"), ("data", "read_only", "shadow")]
+        for tier, reason, kind in series:
             metrics.shed_requests.labels(tier, reason, kind)
 
     def _cacheable(self, scope: Scope) -> bool:
@@ -215,8 +230,11 @@ class SheddingMiddleware:
         return any(path == p or path.startswith(p + "/") for p in self.cached_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["path"] in self.open_paths:
+            await self._capped(scope, receive, send)
             return
         limiter, cache = self.limiter, self.cache
         shadow = context.get(context.SHADOW, False)
@@ -239,26 +257,56 @@ class SheddingMiddleware:
         if limiter is not None:
             refused = limiter.try_acquire(shadow=shadow, critical=critical)
             if refused is not None:
-                self.metrics.shed_requests.labels("service", refused, traffic()).inc()
-                mark_shed(scope)
-                self._name_route(scope)
+                self._shed(scope, "service", refused)
                 await send_unavailable(send, "over capacity; retry shortly", slug="overloaded")
                 return
         try:
-            if key is not None and generation is not None:
+            guard = self.guard
+            if (
+                guard is not None
+                and not critical
+                and scope["method"] not in SAFE_METHODS
+                and guard.read_only
+            ):
+                self._shed(scope, "data", "read_only")
+                await send_unavailable(
+                    send,
+                    "the database is saturated: read-only mode, writes are refused for now",
+                    slug="read-only",
+                    retry_after=guard.retry_after(),
+                )
+            elif key is not None and generation is not None:
                 await self._read_through(scope, receive, send, key, generation)
             elif cache is not None and scope["method"] not in SAFE_METHODS:
-                await self.app(scope, receive, _invalidating(send, cache))
-            else:
+                await self._capped(scope, receive, _invalidating(send, cache))
+            elif self.body_cap.check(scope) == ADMIT:  # the common case, without a frame
                 await self.app(scope, receive, send)
+            else:
+                await self._capped(scope, receive, send)
         finally:
             if limiter is not None:
                 limiter.release()
-            self._learn_route(scope)
+            if scope["path"] not in self._routes:
+                self._learn_route(scope)
+
+    async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app behind the body cap."""
+        verdict = self.body_cap.check(scope)
+        if verdict == ADMIT:
+            await self.app(scope, receive, send)
+        elif verdict == REFUSE:
+            await self.body_cap.refuse(send)
+        else:
+            await self.body_cap.counted(self.app, scope, receive, send)
+
+    def _shed(self, scope: Scope, tier: str, reason: str) -> None:
+        self.metrics.shed_requests.labels(tier, reason, traffic()).inc()
+        mark_shed(scope)
+        self._name_route(scope)
 
     def _learn_route(self, scope: Scope) -> None:
         route = scope.get("route")
-        if route is not None and scope["path"] not in self._routes:
+        if route is not None:
             if len(self._routes) >= MAX_REMEMBERED_PATHS:
                 self._routes.clear()
             self._routes[scope["path"]] = route
@@ -290,7 +338,7 @@ class SheddingMiddleware:
                     chunks.append(body)
             await send(message)
 
-        await self.app(scope, receive, send_capturing)
+        await self._capped(scope, receive, send_capturing)
         # Stored after the answer went out: the client does not wait for the cache write.
         if status == 200 and size <= MAX_CACHED_BYTES and self.cache is not None:
             body = b"".join(chunks)
@@ -331,10 +379,10 @@ def install_load_shedding(
     cached_reads: Iterable[str] = (),
     trust_priority: bool = True,
 ) -> None:
-    """Add the service tier and (with a database) the data tier to `app`, from `settings`.
+    """Add the admission layer (service tier, data tier, body cap) to `app`, from `settings`.
 
-    Call between the auth and body-limit layers (see `create_service_app`). The cache starts
-    in-process and the data tier blind; `bind_load_shedding` gives them Redis and the database.
+    Call inside the auth layer (see `create_service_app`). The cache starts in-process and the
+    data tier blind; `bind_load_shedding` gives them Redis and the database.
     """
     metrics: Metrics = app.state.metrics
     limiter = (
@@ -367,13 +415,12 @@ def install_load_shedding(
         metrics=metrics,
     )
     app.state.concurrency_limiter, app.state.read_cache, app.state.read_only = limiter, cache, guard
-    # add_middleware wraps: ReadOnly ends up inside Shedding, so it sees the priority.
-    if settings.read_only_enabled:
-        app.add_middleware(ReadOnlyMiddleware, guard=guard, metrics=metrics, open_paths=NEVER_SHED)
     app.add_middleware(
-        SheddingMiddleware,
+        AdmissionMiddleware,
         metrics=metrics,
         limiter=limiter,
+        body_cap=BodyCap(settings.max_body_bytes),
+        guard=guard if settings.read_only_enabled else None,
         cache=cache,
         cached_paths=paths,
         trust_priority=trust_priority,

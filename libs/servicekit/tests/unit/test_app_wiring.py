@@ -175,3 +175,25 @@ async def test_a_service_route_may_not_shadow_the_probes_matched_after_it() -> N
     async with lifespan_client(app, headers=TOKEN) as client:
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/whoami")).status_code == 200
+
+
+def _layers(app: object) -> list[str]:
+    from starlette.routing import Router
+
+    names = []
+    while not isinstance(app, Router):
+        names.append(type(app).__name__)
+        app = app.app  # type: ignore[attr-defined]
+    return names
+
+
+def test_the_stack_leaves_out_only_fastapis_layers_the_edge_replaces() -> None:
+    app = build_demo_app()
+    ours = _layers(app.build_middleware_stack())
+    fastapis = _layers(FastAPI.build_middleware_stack(app))
+    replaced = ["ServerErrorMiddleware", "ExceptionTelemetryMiddleware", "AppBodyLimitMiddleware"]
+    # A FastAPI upgrade that changes its own layers fails here: review ServiceApp first.
+    assert fastapis[: len(replaced)] == replaced
+    assert ours == fastapis[len(replaced) :]
+    assert ours[0] == "EdgeMiddleware"
+    assert ours[-2:] == ["ExceptionMiddleware", "AsyncExitStackMiddleware"]

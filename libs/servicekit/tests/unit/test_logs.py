@@ -156,6 +156,19 @@ def test_policy_samples_the_rest_by_trace_id_so_every_hop_agrees() -> None:
         AccessLogPolicy(sample=1.5)
 
 
+def test_policy_sampling_key_compares_as_the_number_it_spells() -> None:
+    import random
+
+    draw = random.Random(7)
+    for sample in (0.0, 0.01, 0.25, 0.5, 0.999):
+        policy = AccessLogPolicy(sample=sample)
+        bound = round(sample * (1 << 64))
+        for _ in range(2000):
+            trace_id = f"{draw.getrandbits(128):032x}"
+            expected = int(trace_id[16:], 16) < bound
+            assert (policy.decide(200, 1.0, trace_id, sampled_trace=False) is not None) == expected
+
+
 async def test_the_app_logs_errors_and_sampled_traces_and_skips_unsampled_successes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -155,7 +155,7 @@ def test_exemplar_and_traffic_outside_a_request() -> None:
 def test_exemplar_follows_the_sampled_flag(flags: str, expected: dict[str, str] | None) -> None:
     values = {
         context.TRACE_ID: TRACE,
-        context.TRACEPARENT: f"00-{TRACE}-00f067aa0ba902b7-{flags}",
+        context.TRACE_FLAGS: flags,
         context.SHADOW: True,
     }
     with context.request_scope(values):

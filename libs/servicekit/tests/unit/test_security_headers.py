@@ -37,3 +37,20 @@ async def test_method_not_allowed_names_every_method_of_the_path() -> None:
         answer = await client.request("PATCH", "/items")
     assert answer.status_code == 405
     assert answer.headers["allow"] == "POST"
+
+
+def test_headers_are_added_after_the_apps_own_which_win() -> None:
+    from servicekit.security import SecurityHeaders
+
+    security = SecurityHeaders()
+    own = (b"x-request-id", b"r1")
+    app_headers = [(b"content-type", b"application/json")]
+    # ASGI allows any iterable of headers, a generator included: it is read once.
+    added = security.add((h for h in app_headers), own, security.for_path("/x"))
+    assert added[:2] == [*app_headers, own]
+    assert {name for name, _ in added} >= {b"x-content-type-options", b"cache-control"}
+    # A header the app set itself is kept, not doubled.
+    cached = [(b"cache-control", b"max-age=60")]
+    added = security.add(cached, own, security.for_path("/x"))
+    assert [v for n, v in added if n == b"cache-control"] == [b"max-age=60"]
+    assert (b"x-content-type-options", b"nosniff") in added

@@ -177,7 +177,7 @@ async def test_tracer_lives_only_inside_the_lifespan(traces_file: Path) -> None:
 
 def test_untraced_propagation_passes_the_callers_sampling_decision_on() -> None:
     for flags in ("00", "01"):
-        values = {context.TRACE_ID: TRACE, context.TRACEPARENT: f"00-{TRACE}-{PARENT}-{flags}"}
+        values = {context.TRACE_ID: TRACE, context.TRACE_FLAGS: flags}
         with context.request_scope(values):  # type: ignore[arg-type]
             header = kit.propagation_headers()["traceparent"]
         assert header.startswith(f"00-{TRACE}-") and header.endswith(f"-{flags}")
