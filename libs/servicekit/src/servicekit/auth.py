@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servicekit import context
-from servicekit.errors import ForbiddenError, ServiceError, UnauthorizedError
+from servicekit.errors import ForbiddenError, ServiceError, UnauthorizedError, send_problem
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 VERSION = "v1"
@@ -278,12 +278,6 @@ class ServiceAuthMiddleware:
 
 
 async def _refuse(send: Send, error: ServiceError) -> None:
-    body = error.to_body()
-    headers = [
-        (b"content-type", b"application/problem+json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if error.status == 401:
-        headers.append((b"www-authenticate", b'ServiceToken realm="internal"'))
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    challenge = (b"www-authenticate", b'ServiceToken realm="internal"')
+    extra = (challenge,) if error.status == 401 else ()
+    await send_problem(send, error.status, error.to_body(), *extra)

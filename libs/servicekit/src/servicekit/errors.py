@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
+from starlette.types import Send
 
 from servicekit import context
 
@@ -152,6 +153,26 @@ def problem_body(
     if extra:
         body.update(extra)
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+async def send_problem(send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+    """Write a problem+json answer (`body`, see `problem_body`) straight to ASGI `send`.
+
+    For the kit's pure-ASGI layers, which answer below or without any framework response:
+    recovery's 500, the credential's 401/403, shedding's 503s, the body cap's 413.
+    """
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def problem_response(

@@ -17,7 +17,7 @@ from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit import context
-from servicekit.errors import PayloadTooLargeError, problem_body
+from servicekit.errors import PayloadTooLargeError, problem_body, send_problem
 from servicekit.logs import SHED_SCOPE_KEY, AccessLogPolicy, access_log
 from servicekit.metrics import Metrics, RequestMetrics
 from servicekit.recovery import recover
@@ -335,15 +335,4 @@ class BodyCap:
         body = problem_body(
             413, f"request body over {self.max_bytes} bytes", slug="payload-too-large"
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_problem(send, 413, body, (b"connection", b"close"))

@@ -34,7 +34,7 @@ from sqlalchemy import event
 from starlette.types import Send
 
 from servicekit.db import Database
-from servicekit.errors import problem_body
+from servicekit.errors import problem_body, send_problem
 from servicekit.metrics import Metrics
 
 logger = logging.getLogger("servicekit.readonly")
@@ -182,15 +182,4 @@ def _ms(seconds: float) -> str:
 async def send_unavailable(send: Send, detail: str, *, slug: str, retry_after: int = 1) -> None:
     """503 problem+json with Retry-After, written directly (the fast path of every tier)."""
     body = problem_body(503, detail, title="Service Unavailable", slug=slug)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(retry_after).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_problem(send, 503, body, (b"retry-after", str(retry_after).encode()))

@@ -17,7 +17,7 @@ from opentelemetry import trace
 from prometheus_client import Counter
 from starlette.types import Scope, Send
 
-from servicekit.errors import problem_body
+from servicekit.errors import problem_body, send_problem
 from servicekit.telemetry import fail
 
 logger = logging.getLogger("servicekit.recovery")
@@ -45,14 +45,4 @@ async def recover(
         exc_info=exc,
     )
     body = problem_body(500, "An unexpected error occurred; it has been logged.", slug="internal")
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_problem(send, 500, body)
