@@ -279,19 +279,24 @@ class AdmissionMiddleware:
                 await self._read_through(scope, receive, send, key, generation)
             elif cache is not None and scope["method"] not in SAFE_METHODS:
                 await self._capped(scope, receive, _invalidating(send, cache))
-            elif self.body_cap.check(scope) == ADMIT:  # the common case, without a frame
-                await self.app(scope, receive, send)
             else:
-                await self._capped(scope, receive, send)
+                verdict = self.body_cap.check(scope)
+                if verdict == ADMIT:  # the common case, without another frame
+                    await self.app(scope, receive, send)
+                else:
+                    await self._capped(scope, receive, send, verdict)
         finally:
             if limiter is not None:
                 limiter.release()
             if scope["path"] not in self._routes:
                 self._learn_route(scope)
 
-    async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The app behind the body cap."""
-        verdict = self.body_cap.check(scope)
+    async def _capped(
+        self, scope: Scope, receive: Receive, send: Send, verdict: int | None = None
+    ) -> None:
+        """The app behind the body cap (`verdict`: the cap's check, when already made)."""
+        if verdict is None:
+            verdict = self.body_cap.check(scope)
         if verdict == ADMIT:
             await self.app(scope, receive, send)
         elif verdict == REFUSE:
