@@ -60,7 +60,7 @@ from gateway.exceptions import (
     GatewayOverloadedError,
 )
 from gateway.keys import KeyTable
-from gateway.ratelimit import Decision, FallbackRateLimiter, Rule, parse_limit
+from gateway.ratelimit import LONGEST, Decision, FallbackRateLimiter, Rule, parse_limit
 
 #: Reasons counted in `servicekit_shed_requests{tier="access"}`.
 REASONS = ("global_rate", "client_rate", "checkout_rate")
@@ -224,11 +224,12 @@ def limiter_redis(url: str, *, timeout: float) -> Redis:
     one is bounded by the limiter's deadline, never by retries.
 
     `timeout` is the limiter's deadline per call; redis-py's own timeouts (the wait for a
-    pooled connection, socket reads) are set well past it, as a backstop only. Equal to it,
+    pooled connection, socket reads) are set well past its longest wait (`LONGEST` deadlines
+    on a busy loop), as a backstop only. Equal to it,
     they would race the limiter's deadline, and under load a queue for a pooled connection
     would pass for an outage (`FallbackRateLimiter` tells the two apart; redis-py cannot).
     """
-    backstop = 4 * timeout
+    backstop = 2 * LONGEST * timeout  # past the limiter's longest wait: the limiter decides
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=REDIS_CONNECTIONS,
