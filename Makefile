@@ -25,7 +25,7 @@ logs: ## Follow the JSON logs (.run/logs/*.log); SERVICE=order to pick one
 	@$(PY) infra/local/stack.py logs $(SERVICE)
 
 trace: ## Print a trace as a waterfall from .run/traces (the latest; TRACE=<id> for one)
-	@$(PY) -m servicekit.traces $(TRACE)
+	@$(PY) -m servicekit.telemetry.waterfall $(TRACE)
 
 test: install test-unit test-members test-integration test-fuzz test-e2e test-observability test-chaos ## Run every test tier (unit, members alone, integration, fuzz, e2e, observability, chaos)
 

@@ -5,7 +5,7 @@ Tracing is on as in local mode: spans are batched (BatchSpanProcessor) into a JS
 file. The default sampler is `parentbased_traceidratio` at 0.1 (wrk sends no `traceparent`,
 so each request is a new root: one in ten is recorded, the rest still get trace ids and a
 propagated `traceparent`).
-Every request with a recorded trace also writes its access line (servicekit.logs).
+Every request with a recorded trace also writes its access line (servicekit.telemetry.logs).
 For scale, the same app recording every request (`parentbased_always_on`, what `make up` uses)
 is measured too. Target: default sampling >= 0.60x bare.
 """

@@ -371,7 +371,7 @@ def database() -> Iterator[tuple[str, list[str]]]:
     admin_sql(f'CREATE DATABASE "{name}"')
     url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     try:
-        for args in (["servicekit.migrations", "inventory", url], ["inventory.seed", url]):
+        for args in (["servicekit.data.migrations", "inventory", url], ["inventory.seed", url]):
             subprocess.run([sys.executable, "-m", *args], check=True, cwd=REPO, capture_output=True)  # noqa: S603
         skus = [row["sku"] for row in admin_sql("SELECT sku FROM product ORDER BY sku", name)]
         yield url, skus

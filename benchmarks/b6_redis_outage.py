@@ -26,7 +26,7 @@ the concurrency limit of an overloaded machine) are counted apart.
 
 What a stall costs: the requests that reach the limiter in the first
 `GATEWAY_RATE_LIMIT_REDIS_TIMEOUT` after Redis freezes wait until the first of them gives up
-(they all give up together, `gateway.ratelimit`); after that the limiter counts in memory
+(they all give up together, `gateway.rate_limiter`); after that the limiter counts in memory
 until a background probe finds Redis again. A 1% tail of an 8 s phase is 80 ms of traffic, so
 that timeout must stay well under 80 ms for the p99 to hold whatever the rate: with 0.1 s and
 one deadline per request (before), every request of the stall's first 0.1 s waited 0.1 s.

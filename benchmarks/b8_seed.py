@@ -151,7 +151,7 @@ def _app() -> FastAPI:
     app = create_service_app(
         _Settings(), title="b8", lifespan=lifespan, routers=[router], internal=False
     )
-    logging.getLogger("servicekit.recovery").disabled = True  # measure the path, not stdout
+    logging.getLogger("servicekit.edge.recovery").disabled = True  # measure the path, not stdout
     return app
 
 

@@ -221,7 +221,9 @@ def migrate_and_seed(env: dict[str, str]) -> None:
             # SQLite creates the file, not its directory.
             (REPO / url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         run_step(
-            f"{service.name}: migrations", ["-m", "servicekit.migrations", service.name, url], env
+            f"{service.name}: migrations",
+            ["-m", "servicekit.data.migrations", service.name, url],
+            env,
         )
     run_step("inventory: seed", ["-m", "inventory.seed", INVENTORY.database_url], env)
 

@@ -39,7 +39,7 @@ def fast_bound(healthy: Sequence[Outcome]) -> float:
     return max(FAST_FAIL_P99, percentile((o.latency for o in healthy), 50))
 
 
-#: Breaker gauge values (servicekit.breaker.STATE_VALUES).
+#: Breaker gauge values (servicekit.downstream.breaker.STATE_VALUES).
 CLOSED, HALF_OPEN, OPEN = 0, 1, 2
 
 

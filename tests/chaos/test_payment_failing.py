@@ -26,7 +26,7 @@ from .scenarios import (
     wait_breaker,
 )
 
-#: The notice's fields (servicekit.webhook: the JSON body POSTed on every state change).
+#: The notice's fields (servicekit.downstream.webhook: the JSON body POSTed on every state change).
 NOTICE_FIELDS = {
     "service",
     "dependency",

@@ -28,7 +28,7 @@ from order.main import create_app as create_order
 from payment.config import PaymentSettings
 from payment.main import create_app as create_payment
 from servicekit import mint_service_token
-from servicekit.migrations import upgrade
+from servicekit.data.migrations import upgrade
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 SECRET = "fuzz-service-secret"

@@ -129,7 +129,14 @@ def test_checkout_trace_id_is_in_the_logs_and_spans_of_every_service(
         assert any(e["logger"] == "servicekit.access" for e in ours), service
 
     waterfall = subprocess.run(
-        [sys.executable, "-m", "servicekit.traces", TRACE[:12], "--dir", str(run_dir / "traces")],
+        [
+            sys.executable,
+            "-m",
+            "servicekit.telemetry.waterfall",
+            TRACE[:12],
+            "--dir",
+            str(run_dir / "traces"),
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -20,7 +20,7 @@ from gateway.main import create_app as create_gateway
 from order.config import OrderSettings
 from order.main import create_app as create_order
 from servicekit import mint_service_token
-from servicekit.migrations import upgrade
+from servicekit.data.migrations import upgrade
 from servicekit.testing import lifespan_client
 
 SECRET = "security-service-secret"

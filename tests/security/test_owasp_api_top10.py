@@ -25,7 +25,7 @@ from inventory.main import create_app as create_inventory
 from payment.config import PaymentSettings
 from payment.main import create_app as create_payment
 from servicekit import mint_service_token
-from servicekit.migrations import upgrade
+from servicekit.data.migrations import upgrade
 from servicekit.testing import lifespan_client
 
 from .conftest import (

@@ -9,7 +9,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from servicekit import ServiceSettings
 
 from gateway.keys import DEMO_API_KEYS, DEMO_KEYS, ApiKey, digest, parse_api_keys
-from gateway.ratelimit import parse_limit
+from gateway.rate_limiter import parse_limit
 
 
 class GatewaySettings(ServiceSettings):
@@ -38,7 +38,7 @@ class GatewaySettings(ServiceSettings):
     # budget than the plain reads (which use http_timeout).
     order_timeout: float = Field(default=8.0, gt=0, le=60)
 
-    # Access tier (gateway.limits), limits notation. Defaults stay out of the way of `make up`
+    # Access tier (gateway.access), limits notation. Defaults stay out of the way of `make up`
     # and the e2e tests; a production gateway sets its own.
     global_rate_limit: str = "2000/second"
     client_rate_limit: str = "200/second"
@@ -49,7 +49,7 @@ class GatewaySettings(ServiceSettings):
     rate_limit_processes: int = Field(default=1, ge=1, le=10_000)
     #: How long Redis may stay silent while the limiter waits on it before counting in memory
     #: instead (everybody waiting gives up together). Redis answers a LAN call in well under
-    #: 1 ms; a busy event loop is told apart (gateway.ratelimit), so the deadline can be short:
+    #: 1 ms; a busy event loop is told apart (gateway.rate_limiter), so the deadline can be short:
     #: a 1 s stall then costs ~25 ms to the requests of its first 25 ms only (B6). Envoy's
     #: rate-limit filter defaults to 20 ms. Raise it for a distant Redis (TLS, another zone).
     rate_limit_redis_timeout: float = Field(default=0.025, gt=0, le=5)

@@ -18,7 +18,8 @@ DEMO_API_KEYS = "demo-key:customer-demo,loadtest-key:customer-loadtest:loadtest"
 DEMO_KEYS = frozenset({"demo-key", "loadtest-key"})
 
 # A key is a bearer token (RFC 6750 token68 minus ':' and ','); the customer id must pass the
-# services' own X-Customer-ID check (servicekit.auth) so the gateway never forwards one they drop.
+# services' own X-Customer-ID check (servicekit.edge.credential)
+# so the gateway never forwards one they drop.
 _KEY = re.compile(r"^[A-Za-z0-9._~+/=-]{1,256}$")
 _CUSTOMER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

@@ -12,9 +12,9 @@ from servicekit import Downstreams, ServiceClient, create_service_app
 from starlette.middleware import Middleware
 
 from gateway import admin
+from gateway.access import AccessLimitMiddleware, AccessLimits, open_access_limits
 from gateway.config import GatewaySettings
 from gateway.keys import KeyTable
-from gateway.limits import AccessLimitMiddleware, AccessLimits, open_access_limits
 from gateway.routes import router
 
 

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import httpx
 from fastapi import APIRouter, Path, Query, Request
 from servicekit import CUSTOMER_HEADER, problem_responses
-from servicekit.openapi import required_header
+from servicekit.edge.openapi import required_header
 from starlette.responses import Response
 
 from gateway.dependencies import ApiKeyDep, InventoryDep, OrderDep

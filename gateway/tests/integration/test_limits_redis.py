@@ -14,9 +14,9 @@ import httpx
 import pytest
 import redis
 import redis.asyncio
+from gateway.access import open_access_limits
 from gateway.config import GatewaySettings
 from gateway.keys import KeyTable
-from gateway.limits import open_access_limits
 from gateway.main import create_app
 from servicekit import Metrics
 from servicekit.testing import lifespan_client

@@ -106,7 +106,7 @@ def mode_log() -> Iterator[list[str]]:
             messages.append(record.getMessage())
 
     handler = Collect(level=logging.INFO)
-    logger = logging.getLogger("gateway.ratelimit")
+    logger = logging.getLogger("gateway.rate_limiter")
     logger.addHandler(handler)
     yield messages
     logger.removeHandler(handler)

@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway.limits import AccessPolicy, rule
+from gateway.access import AccessPolicy, rule
 from gateway.main import create_app
-from gateway.ratelimit import parse_limit
+from gateway.rate_limiter import parse_limit
 from prometheus_client import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError

@@ -11,8 +11,8 @@ import logging
 import time
 
 import pytest
-from gateway.limits import rule
-from gateway.ratelimit import FallbackRateLimiter, parse_limit
+from gateway.access import rule
+from gateway.rate_limiter import FallbackRateLimiter, parse_limit
 from limits.aio.storage import MemoryStorage
 from prometheus_client import CollectorRegistry, Gauge
 from servicekit.testing import FakeClock
@@ -109,7 +109,7 @@ async def test_logs_the_switch_once_each_way(
     fake_clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.ratelimit")
+    caplog.set_level(logging.INFO, logger="gateway.rate_limiter")
     storage.down = True
     await asyncio.gather(*(limiter.hit(RULE, f"c{i}") for i in range(20)))
     storage.down = False
@@ -196,7 +196,7 @@ async def test_a_stalled_storage_costs_one_timeout_then_requests_skip_it(
 async def test_calls_waiting_on_a_stalled_storage_all_give_up_at_the_first_deadline(
     storage: FlakyStorage, fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.ratelimit")
+    caplog.set_level(logging.INFO, logger="gateway.rate_limiter")
     limiter = FallbackRateLimiter(storage, timeout=0.2, clock=fake_clock)
     storage.stalled = asyncio.Event()  # never set: every call hangs
     loop = asyncio.get_running_loop()

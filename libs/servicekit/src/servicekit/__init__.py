@@ -4,27 +4,32 @@ One import surface; the modules behind it are small and have one concern each.
 """
 
 from servicekit import context
+from servicekit.admission.limiter import ConcurrencyLimiter
+from servicekit.admission.readonly import ReadOnlyGuard
 from servicekit.app import create_service_app
-from servicekit.auth import (
-    ServiceAuthMiddleware,
-    ServiceCredential,
-    mint_service_token,
-    token_matches,
-    verify_service_token,
-)
 from servicekit.background import run_periodically
-from servicekit.breaker import AsyncCircuitBreaker, BreakerConfig, CircuitOpenError
-from servicekit.breakers import Breakers
-from servicekit.client import (
+from servicekit.context import MissingContextError, get, must_get
+from servicekit.data.database import Base, Database, SessionDep, create_engine, translate_db_errors
+from servicekit.data.redis import create_redis
+from servicekit.downstream.breaker import AsyncCircuitBreaker, BreakerConfig, CircuitOpenError
+from servicekit.downstream.breaker_registry import Breakers
+from servicekit.downstream.client import (
     CUSTOMER_HEADER,
     PRIORITY_HEADER,
     SERVICE_TOKEN_HEADER,
     ServiceClient,
     propagation_headers,
 )
-from servicekit.context import MissingContextError, get, must_get
-from servicekit.db import Base, Database, SessionDep, create_engine, translate_db_errors
-from servicekit.downstreams import Downstreams
+from servicekit.downstream.retry import RetryPolicy
+from servicekit.downstream.wiring import Downstreams
+from servicekit.edge.credential import (
+    ServiceAuthMiddleware,
+    ServiceCredential,
+    mint_service_token,
+    token_matches,
+    verify_service_token,
+)
+from servicekit.edge.security import SecurityHeaders
 from servicekit.errors import (
     BadRequestError,
     ConflictError,
@@ -49,16 +54,11 @@ from servicekit.faults import (
     faults_router,
     inject_faults,
 )
-from servicekit.logs import configure_logging
-from servicekit.metrics import Metrics, exemplar, traffic
 from servicekit.once import Once
-from servicekit.readonly import ReadOnlyGuard
-from servicekit.redis_client import create_redis
-from servicekit.retry import RetryPolicy
-from servicekit.security import SecurityHeaders
 from servicekit.settings import ServiceSettings, async_database_url
-from servicekit.shedding import ConcurrencyLimiter
-from servicekit.telemetry import Tracing
+from servicekit.telemetry.logs import configure_logging
+from servicekit.telemetry.metrics import Metrics, exemplar, traffic
+from servicekit.telemetry.tracing import Tracing
 
 __all__ = [
     "CUSTOMER_HEADER",

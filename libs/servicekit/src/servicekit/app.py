@@ -13,18 +13,18 @@ from starlette.middleware import Middleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp
 
-from servicekit.auth import OPEN_PATHS, ServiceAuthMiddleware
+from servicekit.admission.wiring import bind_load_shedding, install_load_shedding
+from servicekit.data.redis import create_redis
+from servicekit.edge.credential import OPEN_PATHS, ServiceAuthMiddleware
+from servicekit.edge.health import router as health_router
+from servicekit.edge.middleware import EdgeMiddleware
+from servicekit.edge.openapi import install_openapi
+from servicekit.edge.security import SecurityHeaders
 from servicekit.errors import install_error_handlers
-from servicekit.health import router as health_router
-from servicekit.logs import AccessLogPolicy, configure_logging
-from servicekit.metrics import Metrics
-from servicekit.middleware import EdgeMiddleware
-from servicekit.openapi import install_openapi
-from servicekit.redis_client import create_redis
-from servicekit.security import SecurityHeaders
 from servicekit.settings import ServiceSettings
-from servicekit.shedding import bind_load_shedding, install_load_shedding
-from servicekit.telemetry import Tracing
+from servicekit.telemetry.logs import AccessLogPolicy, configure_logging
+from servicekit.telemetry.metrics import Metrics
+from servicekit.telemetry.tracing import Tracing
 
 
 def create_service_app(
@@ -42,7 +42,7 @@ def create_service_app(
 
     `middleware` (pure ASGI, outermost first) is the app's own, placed inside the edge layer.
     `cached_reads`: path prefixes whose GET answers do not depend on the caller: served
-    cache-aside, and from cache marked `X-Degraded: cache` when degraded (servicekit.shedding).
+    cache-aside, and from cache marked `X-Degraded: cache` when degraded (servicekit.admission).
     """
     configure_logging(settings.service_name, version=settings.version, level=settings.log_level)
     development = settings.environment == "development"
@@ -75,14 +75,14 @@ def create_service_app(
     install_openapi(app, internal=internal, open_paths=OPEN_PATHS)
 
     # Middleware order. add_middleware wraps, so the last added runs first:
-    #   Edge            outermost, one layer (servicekit.middleware): ids and trace exist
+    #   Edge            outermost, one layer (servicekit.edge): ids and trace exist
     #                   before anything answers or logs; security headers on every answer;
     #                   recovery of anything escaping the layers below, even middleware bugs;
     #                   RED metrics and the access line of every answer, refusals included.
     #   (middleware)    the app's own (the gateway's access limits): their refusals are timed
     #                   and counted, and they run before any auth work or body is read.
     #   ServiceAuth     internal services refuse calls without the credential.
-    #   Admission       one layer (servicekit.shedding): service tier (concurrency limit,
+    #   Admission       one layer (servicekit.admission): service tier (concurrency limit,
     #                   cached reads), data tier (writes refused while the database is
     #                   saturated), body cap, in that order. Behind auth, so a cached answer
     #                   never reaches an unauthenticated caller, X-Request-Priority is trusted

@@ -57,7 +57,7 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"
-    # Access log (servicekit.logs.AccessLogPolicy): one JSON line per request costs about as
+    # Access log (telemetry.logs.AccessLogPolicy): one JSON line per request costs about as
     # much as a trivial handler, so under load only the lines worth reading are written.
     # Always: server errors (5xx, at warning), client errors (4xx), requests slower than
     # access_log_slow_ms, and requests whose trace is sampled (a kept trace has its line).
@@ -69,8 +69,8 @@ class ServiceSettings(BaseSettings):
     access_log_sample: float = Field(default=0.01, ge=0, le=1)
     access_log_slow_ms: float = Field(default=500.0, gt=0)
     #: Local mode: sampled spans are appended here as JSON lines (`make up` sets
-    #: `.run/traces/<service>.jsonl`; `python -m servicekit.traces` prints them). Tracing
-    #: itself is configured by the standard OTEL_* variables (servicekit.telemetry).
+    #: `.run/traces/<service>.jsonl`; `make trace` prints them). Tracing itself is
+    #: configured by the standard OTEL_* variables (telemetry.tracing).
     traces_file: str | None = None
 
     database_url: str = ""
@@ -85,12 +85,12 @@ class ServiceSettings(BaseSettings):
     db_pool_recycle: int = Field(default=1800, ge=-1)
 
     service_token: SecretStr = SecretStr("dev-service-token")
-    #: Rotation: a second secret accepted on incoming calls, never used to sign (servicekit.auth).
+    #: Rotation: a second secret accepted on incoming calls, never used to sign (edge.credential).
     service_token_previous: SecretStr | None = None
     http_timeout: float = Field(default=2.0, gt=0, le=60)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
 
-    # Load shedding (servicekit.shedding, servicekit.readonly). Service tier: at most
+    # Load shedding (servicekit.admission, servicekit.admission.readonly). Service tier: at most
     # max_concurrency requests in flight (0 turns the limiter off); from degrade_at of it,
     # cached reads are answered from cache (X-Degraded: cache) and shadow traffic is shed.
     max_concurrency: int = Field(default=256, ge=0, le=100_000)
@@ -111,7 +111,7 @@ class ServiceSettings(BaseSettings):
     read_only_window_seconds: float = Field(default=5.0, gt=0, le=600)
     read_only_min_seconds: float = Field(default=5.0, ge=0, le=3600)
 
-    # Circuit breakers, one per downstream (servicekit.breaker). Trips on a failure rate or a
+    # Circuit breakers, one per downstream (downstream.breaker). Trips on a failure rate or a
     # slow-call rate (percent of the calls in the window, once min_calls were made) or on
     # consecutive failures; the seed's "5% errors over 30 s" is FAILURE_RATE=5,
     # WINDOW_SECONDS=30. Storage `redis` shares open breakers between workers (needs REDIS_URL).

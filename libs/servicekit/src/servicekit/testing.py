@@ -25,7 +25,7 @@ import pytest
 import pytest_asyncio
 from asgi_lifespan import LifespanManager
 
-from servicekit.migrations import upgrade
+from servicekit.data.migrations import upgrade
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 from servicekit import BreakerConfig, Breakers, CircuitOpenError, create_redis
-from servicekit.breakers import SharedBreakerState
+from servicekit.downstream.breaker_registry import SharedBreakerState
 
 pytestmark = pytest.mark.redis
 

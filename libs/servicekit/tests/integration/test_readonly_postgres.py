@@ -16,7 +16,7 @@ import httpx
 import servicekit as kit
 from fastapi import APIRouter, FastAPI
 from pydantic_settings import SettingsConfigDict
-from servicekit.readonly import ReadOnlyGuard
+from servicekit.admission.readonly import ReadOnlyGuard
 from servicekit.testing import lifespan_client
 from sqlalchemy import text
 

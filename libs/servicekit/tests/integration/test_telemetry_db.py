@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from servicekit import Database, UnavailableError, create_engine, create_redis
-from servicekit.telemetry import Tracing, activate
+from servicekit.telemetry.tracing import Tracing, activate
 from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 

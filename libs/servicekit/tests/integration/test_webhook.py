@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import uvicorn
 from servicekit import AsyncCircuitBreaker, BreakerConfig
+from servicekit.downstream.webhook import BreakerWebhook
 from servicekit.testing import FakeClock
-from servicekit.webhook import BreakerWebhook
 
 
 @dataclass

@@ -13,7 +13,7 @@ import threading
 import pybreaker
 import pytest
 from servicekit import AsyncCircuitBreaker, BreakerConfig, CircuitOpenError, Metrics
-from servicekit.breaker import OPEN
+from servicekit.downstream.breaker import OPEN
 from servicekit.testing import FakeClock
 
 
@@ -378,7 +378,7 @@ async def test_every_state_change_is_logged_with_its_reason_and_rates(
     fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     breaker = make(fake_clock, consecutive_failures=2)
-    with caplog.at_level(logging.INFO, logger="servicekit.breaker"):
+    with caplog.at_level(logging.INFO, logger="servicekit.downstream.breaker"):
         await trip(breaker)
         fake_clock.advance(10)
         await breaker.call_async(ok)

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
 from servicekit import BreakerConfig, Breakers, Metrics, ServiceSettings
-from servicekit.breakers import SharedBreakerState
+from servicekit.downstream.breaker_registry import SharedBreakerState
 
 
 class ShopSettings(ServiceSettings):

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 from redis.exceptions import ConnectionError as RedisConnectionError
-from servicekit.cache import CachedAnswer, MemoryBackend, ReadCache, RedisBackend
+from servicekit.admission.cache import CachedAnswer, MemoryBackend, ReadCache, RedisBackend
 from servicekit.testing import FakeClock
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from servicekit.db import translate_db_errors
+from servicekit.data.database import translate_db_errors
 from servicekit.errors import UnavailableError
 from sqlalchemy.exc import DBAPIError
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 import httpx
 from pydantic_settings import SettingsConfigDict
 from servicekit import Downstreams, Metrics, ServiceSettings
-from servicekit.auth import verify_service_token
+from servicekit.edge.credential import verify_service_token
 
 
 class ShopSettings(ServiceSettings):

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from servicekit import context
-from servicekit.logs import AccessLogPolicy, JsonFormatter, configure_logging
+from servicekit.telemetry.logs import AccessLogPolicy, JsonFormatter, configure_logging
 from servicekit.testing import lifespan_client
 
 from .conftest import TOKEN, DemoSettings, build_demo_app

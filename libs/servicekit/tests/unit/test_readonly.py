@@ -11,7 +11,7 @@ import pytest
 import servicekit as kit
 from fastapi import APIRouter, FastAPI
 from pydantic_settings import SettingsConfigDict
-from servicekit.readonly import ReadOnlyGuard
+from servicekit.admission.readonly import ReadOnlyGuard
 from servicekit.testing import FakeClock, lifespan_client
 
 TOKEN = {"X-Service-Token": "dev-service-token"}
@@ -74,7 +74,7 @@ def test_a_few_slow_samples_are_not_enough(fake_clock: FakeClock) -> None:
 def test_leaves_only_after_the_dwell_and_below_half_the_threshold(
     fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="servicekit.readonly")
+    caplog.set_level(logging.INFO, logger="servicekit.admission.readonly")
     g = guard(fake_clock)
     observe(g, fake_clock, 20, wait=0.5)
     assert g.read_only
@@ -100,7 +100,7 @@ def test_stays_read_only_for_the_minimum_dwell_even_when_calm(fake_clock: FakeCl
     assert not g.read_only
 
 
-EVERY = 0.1  # servicekit.readonly.EVALUATE_EVERY
+EVERY = 0.1  # servicekit.admission.readonly.EVALUATE_EVERY
 
 
 class DemoSettings(kit.ServiceSettings):

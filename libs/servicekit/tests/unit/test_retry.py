@@ -21,7 +21,7 @@ from servicekit import (
     UnavailableError,
     context,
 )
-from servicekit.retry import RetryBudget
+from servicekit.downstream.retry import RetryBudget
 from servicekit.testing import FakeClock
 
 Handler = Callable[[httpx.Request], httpx.Response]

@@ -40,7 +40,7 @@ async def test_method_not_allowed_names_every_method_of_the_path() -> None:
 
 
 def test_headers_are_added_after_the_apps_own_which_win() -> None:
-    from servicekit.security import SecurityHeaders
+    from servicekit.edge.security import SecurityHeaders
 
     security = SecurityHeaders()
     own = (b"x-request-id", b"r1")

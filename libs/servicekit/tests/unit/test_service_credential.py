@@ -14,8 +14,8 @@ from servicekit import (
     mint_service_token,
     verify_service_token,
 )
-from servicekit.auth import LEEWAY_SECONDS, MAX_TTL_SECONDS, ServiceAuthMiddleware
-from servicekit.mint import main
+from servicekit.edge.credential import LEEWAY_SECONDS, MAX_TTL_SECONDS, ServiceAuthMiddleware
+from servicekit.edge.mint import main
 from servicekit.testing import FakeClock, lifespan_client
 
 from .conftest import build_demo_app

@@ -14,8 +14,8 @@ import servicekit as kit
 from fastapi import APIRouter, FastAPI
 from pydantic_settings import SettingsConfigDict
 from servicekit import context
-from servicekit.cache import RedisBackend
-from servicekit.shedding import ConcurrencyLimiter
+from servicekit.admission.cache import RedisBackend
+from servicekit.admission.limiter import ConcurrencyLimiter
 from servicekit.testing import FakeClock, lifespan_client
 
 from .test_cache import FailingRedis
@@ -109,7 +109,7 @@ def test_degraded_mode_has_hysteresis_and_logs_each_change_once(
     fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     limiter = ConcurrencyLimiter(4, degrade_at=0.5, hold=1.0, clock=fake_clock)
-    caplog.set_level(logging.INFO, logger="servicekit.shedding")
+    caplog.set_level(logging.INFO, logger="servicekit.admission")
     limiter.try_acquire()
     assert not limiter.degraded
     limiter.try_acquire()

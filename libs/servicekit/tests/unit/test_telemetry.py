@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from pydantic_settings import SettingsConfigDict
 from servicekit import context
-from servicekit.telemetry import (
+from servicekit.telemetry.tracing import (
     JsonLinesSpanExporter,
     Tracing,
     exporters_from_env,
@@ -69,7 +69,7 @@ async def test_server_span_continues_the_callers_trace_and_ids_agree_everywhere(
     assert [e["name"] for e in span["events"]] == ["exception"]
     assert response.json()["trace_id"] == TRACE
     entries = [e for e in log_entries(capsys.readouterr().out) if e.get("trace_id") == TRACE]
-    assert {e["logger"] for e in entries} == {"servicekit.recovery", "servicekit.access"}
+    assert {e["logger"] for e in entries} == {"servicekit.edge.recovery", "servicekit.access"}
     assert all(e["span_id"] == span["span_id"] for e in entries)
     assert sum("exception" in e for e in entries) == 1
 

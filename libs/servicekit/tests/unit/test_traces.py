@@ -1,4 +1,4 @@
-"""`python -m servicekit.traces`: one trace from the local files, as a waterfall."""
+"""`python -m servicekit.telemetry.waterfall`: one trace from the local files, as a waterfall."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from servicekit.traces import main
+from servicekit.telemetry.waterfall import main
 
 T1 = "11111111111111111111111111111111"
 T2 = "22222222222222222222222222222222"

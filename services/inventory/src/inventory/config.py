@@ -21,7 +21,7 @@ class InventorySettings(ServiceSettings):
     reservation_sweep_seconds: float = Field(default=5.0, gt=0, le=3600)
     #: Hold time of a reservation whose request names no `ttl_seconds`.
     default_ttl_seconds: int = Field(default=300, ge=1, le=3600)
-    #: Data tier (servicekit.readonly): writes are refused once the p95 pool checkout wait
+    #: Data tier (servicekit.admission.readonly): writes are refused once the p95 pool checkout wait
     #: reaches this. Inventory transactions take milliseconds, so 150 ms is already a deep
     #: queue (pool or event loop: a CPU-bound process shows here too); the kit's 500 ms is the
     #: whole latency SLO and acted only after it was lost (benchmarks/b4_overload.py).

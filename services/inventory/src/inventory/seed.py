@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from servicekit import Database, create_engine
-from servicekit.migrations import upgrade
+from servicekit.data.migrations import upgrade
 
 from inventory.config import InventorySettings
 from inventory.repository import SqlInventoryRepository

@@ -23,7 +23,7 @@ from order.schemas import Charge, ChargeList, OrderItemCreate, Reservation, Rese
 
 M = TypeVar("M", bound=BaseModel)
 #: Confirmation (commit) and compensation (release, refund) finish work already done: the
-#: downstream sheds them last and lets them through its read-only mode (servicekit.shedding).
+#: downstream sheds them last and lets them through its read-only mode (servicekit.admission).
 CRITICAL = {PRIORITY_HEADER: context.CRITICAL}
 
 

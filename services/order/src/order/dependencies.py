@@ -35,7 +35,7 @@ async def _customer() -> str:
 
 async def _idempotency_key(request: Request) -> str:
     # Checked here rather than by Header(): the contract answers 400, not 422. The route
-    # documents the header as required (servicekit.openapi.required_header).
+    # documents the header as required (servicekit.edge.openapi.required_header).
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is None:
         raise MissingIdempotencyKeyError("the Idempotency-Key header is required")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from servicekit import SessionDep, problem_responses
-from servicekit.openapi import required_header
+from servicekit.edge.openapi import required_header
 from starlette.responses import Response
 
 from order import service

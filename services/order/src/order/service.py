@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from order import forward, repository
 from order.exceptions import IdempotencyKeyReusedError, OrderNotFoundError, RequestInFlightError
 from order.models import COMPLETED, PENDING, CustomerOrder, IdempotencyRecord, OrderItem
-from order.recovery import recover_one
 from order.saga import Checkout, StoredResponse, to_public
+from order.saga_recovery import recover_one
 from order.schemas import OrderCreate, OrderPublic
 
 logger = logging.getLogger("order.service")

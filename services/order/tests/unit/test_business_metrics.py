@@ -10,7 +10,7 @@ from order.saga import Checkout
 from order.service import recover_sagas
 from prometheus_client.parser import text_string_to_metric_families
 
-from .test_recovery import charge, hold, seed
+from .test_saga_recovery import charge, hold, seed
 
 ONE = {"items": [{"sku": "SKU-1", "quantity": 1}]}
 SHADOW = {"X-Shadow-Traffic": "1"}

@@ -36,7 +36,7 @@ ChargeServiceDep = Annotated[ChargeService, Depends(get_charge_service)]
 
 async def get_idempotency_key(request: Request) -> str:
     # Read here rather than by Header(): a missing key is a 400 of the contract, so the route
-    # documents the header as required itself (servicekit.openapi.required_header).
+    # documents the header as required itself (servicekit.edge.openapi.required_header).
     key = request.headers.get("idempotency-key")
     if key is None:
         raise MissingIdempotencyKeyError("POST /charges requires the Idempotency-Key header")

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 from servicekit import problem_responses
+from servicekit.edge.openapi import required_header
 from servicekit.faults import inject_faults
-from servicekit.openapi import required_header
 
 from payment.dependencies import IDEMPOTENCY_KEY_PATTERN, ChargeServiceDep, IdempotencyKeyDep
 from payment.exceptions import PaymentDeclinedError

@@ -1,4 +1,4 @@
 from order.models import Base
-from servicekit.migrations import run_env
+from servicekit.data.migrations import run_env
 
 run_env(Base.metadata, "order")

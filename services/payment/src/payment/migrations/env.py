@@ -1,4 +1,4 @@
 from payment.models import Base
-from servicekit.migrations import run_env
+from servicekit.data.migrations import run_env
 
 run_env(Base.metadata, "payment")

@@ -1,11 +1,11 @@
 """Print one trace from the local trace files as a waterfall.
 
-    python -m servicekit.traces                 # the latest trace
-    python -m servicekit.traces <trace_id>      # that one (a unique prefix is enough)
-    python -m servicekit.traces --list          # the latest traces, one line each
+    python -m servicekit.telemetry.waterfall                 # the latest trace
+    python -m servicekit.telemetry.waterfall <trace_id>      # that one (a unique prefix is enough)
+    python -m servicekit.telemetry.waterfall --list          # the latest traces, one line each
 
 `make up` has every service append its sampled spans to `.run/traces/<service>.jsonl`
-(`<P>_TRACES_FILE`, written by `servicekit.telemetry.JsonLinesSpanExporter`); `make trace`
+(`<P>_TRACES_FILE`, written by `servicekit.telemetry.tracing.JsonLinesSpanExporter`); `make trace`
 runs this. Spans reach the files within about a second (`OTEL_BSP_SCHEDULE_DELAY`).
 """
 
@@ -41,7 +41,7 @@ class Span:
 
     @classmethod
     def from_json(cls, entry: dict[str, Any]) -> Span:
-        """Build from one line of the file (see `servicekit.telemetry.span_to_dict`)."""
+        """Build from one line of the file (see `servicekit.telemetry.tracing.span_to_dict`)."""
         start = int(entry["start_time_unix_nano"])
         return cls(
             trace_id=str(entry["trace_id"]),

@@ -8,7 +8,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
-from servicekit.telemetry import child_span, fail
+from servicekit.telemetry.tracing import child_span, fail
 
 
 class TracedRedis(Redis):

@@ -1,164 +1,44 @@
-"""Service tier of load shedding: a concurrency limiter with priority classes and cached reads.
+"""The admission layer: one pure-ASGI layer deciding whether a request gets in.
 
-Requests in flight in this process, against the hard limit `L` (`<P>_MAX_CONCURRENCY`)::
-
-    in flight < degrade (L x <P>_DEGRADE_AT) .... everything is admitted
-    >= degrade: DEGRADED ........................ cacheable reads with a cached answer are served
-                                                  from cache, `X-Degraded: cache`; shadow (dyed)
-                                                  traffic is shed (reason "shadow")
-    >= L ........................................ normal traffic is shed (reason "concurrency")
-    >= L + headroom ............................. critical traffic (`X-Request-Priority:
-                                                  critical`: saga confirm and compensate) too
-
-A shed request gets 503 problem+json with `Retry-After` at once: no database, no body read.
-Degraded mode is entered when in-flight requests reach the degrade threshold and left once
-they stayed below it for `hold` seconds, so the mode (gauge `servicekit_degraded_mode`, one log
-line per change) does not flap with every request.
+It applies, in order, the service tier (`servicekit.admission.limiter`: cached reads, then
+the concurrency limit), the data tier (`servicekit.admission.readonly`: writes refused while
+the database is saturated) and the body cap (`servicekit.admission.body`).
 
 Cacheable reads (`cached_paths`: GET answers that do not depend on the caller) also use the
 cache under normal load, cache-aside: a fresh answer (`<P>_CACHE_TTL_SECONDS`) is served, a
-miss goes to the handler and its 200 is stored. Health, metrics and the fault switch are
-never shed.
+miss goes to the handler and its 200 is stored. When degraded, a stale cached answer is served
+with `X-Degraded: cache`. Health, metrics and the fault switch are never shed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
-from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit import context
-from servicekit.auth import OPEN_PATHS
-from servicekit.cache import CachedAnswer, MemoryBackend, ReadCache, RedisBackend
-from servicekit.client import PRIORITY_HEADER
-from servicekit.db import Database, PoolMetrics
-from servicekit.logs import mark_shed
-from servicekit.metrics import Metrics, traffic
-from servicekit.middleware import ADMIT, REFUSE, BodyCap
-from servicekit.readonly import SAFE_METHODS, ReadOnlyGuard, send_unavailable
-from servicekit.settings import ServiceSettings
+from servicekit.admission.body import ADMIT, REFUSE, BodyCap
+from servicekit.admission.cache import CachedAnswer, ReadCache
+from servicekit.admission.limiter import ConcurrencyLimiter
+from servicekit.admission.readonly import SAFE_METHODS, ReadOnlyGuard, send_unavailable
+from servicekit.downstream.client import PRIORITY_HEADER
+from servicekit.edge.credential import OPEN_PATHS
+from servicekit.telemetry.logs import mark_shed
+from servicekit.telemetry.metrics import Metrics, traffic
 
-logger = logging.getLogger("servicekit.shedding")
+logger = logging.getLogger("servicekit.admission")
 
 #: Never shed: probes, metrics, and the operator's fault switch (servicekit.faults), which must
 #: still turn off an injected hang while the requests it holds fill the limit.
 NEVER_SHED = OPEN_PATHS | {"/internal/faults"}
-#: Critical calls may go this far past the hard limit (at least one request).
-CRITICAL_HEADROOM = 0.1
 #: Answers larger than this are passed through, not cached.
 MAX_CACHED_BYTES = 256 * 1024
 #: Paths whose route template is remembered for answers given without routing.
 MAX_REMEMBERED_PATHS = 4096
 _PRIORITY = PRIORITY_HEADER.lower().encode()
 _GET = "GET"
-
-
-class ConcurrencyLimiter:
-    """In-flight accounting and thresholds of one process (the event loop is its only user)."""
-
-    def __init__(
-        self,
-        limit: int,
-        *,
-        degrade_at: float = 0.8,
-        hold: float = 1.0,
-        metrics: Metrics | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if limit < 1:
-            raise ValueError("limit must be >= 1 (turn the limiter off instead)")
-        self.limit = limit
-        self.degrade_threshold = max(1, math.ceil(limit * degrade_at))
-        self.critical_limit = limit + max(1, math.ceil(limit * CRITICAL_HEADROOM))
-        self.hold = hold
-        self.clock = clock
-        self.metrics = metrics
-        self.in_flight = 0
-        self._degraded = False
-        self._pressure_at = 0.0
-        self._entered_at = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        if metrics is not None:
-            metrics.concurrency_limit.set(limit)
-            metrics.degraded_mode.set(0)
-
-    @property
-    def degraded(self) -> bool:
-        """True in degraded mode (brought up to date first: an idle spell may have ended it)."""
-        self._update()
-        return self._degraded
-
-    def try_acquire(self, *, shadow: bool = False, critical: bool = False) -> str | None:
-        """Take a slot, or return why not ("shadow" or "concurrency") and take nothing."""
-        if critical:
-            ceiling, reason = self.critical_limit, "concurrency"
-        elif shadow:
-            ceiling, reason = self.degrade_threshold, "shadow"
-        else:
-            ceiling, reason = self.limit, "concurrency"
-        if self.in_flight >= ceiling:
-            self._update()
-            return reason
-        self.in_flight += 1
-        if self._degraded or self.in_flight >= self.degrade_threshold:
-            self._update()  # only then is there a mode to enter, refresh or leave
-        return None
-
-    def release(self) -> None:
-        """Give a slot back."""
-        self.in_flight -= 1
-        if self._degraded:
-            self._update()
-
-    def _update(self) -> None:
-        now = self.clock()
-        if self.in_flight >= self.degrade_threshold:
-            self._pressure_at = now
-            if not self._degraded:
-                self._enter(now)
-        elif self._degraded and now - self._pressure_at >= self.hold:
-            self._leave(now)
-
-    def _enter(self, now: float) -> None:
-        self._degraded, self._entered_at = True, now
-        if self.metrics is not None:
-            self.metrics.degraded_mode.set(1)
-        logger.warning(
-            "entering degraded mode: %d requests in flight (degrade at %d, limit %d)",
-            self.in_flight,
-            self.degrade_threshold,
-            self.limit,
-        )
-        self._schedule_check()
-
-    def _leave(self, now: float) -> None:
-        self._degraded = False
-        if self.metrics is not None:
-            self.metrics.degraded_mode.set(0)
-        logger.info("leaving degraded mode after %.1f s", now - self._entered_at)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _schedule_check(self) -> None:
-        # Without traffic nobody calls _update: a timer lets an idle process leave the mode.
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._timer = loop.call_later(self.hold, self._check)
-
-    def _check(self) -> None:
-        self._timer = None
-        self._update()
-        if self._degraded:
-            self._schedule_check()
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -174,9 +54,9 @@ class AdmissionMiddleware:
     In order, as three layers once did:
 
     1. **service tier** (this module's docstring): cached reads, then the concurrency limiter;
-    2. **data tier** (servicekit.readonly): writes refused while the database is saturated,
+    2. **data tier** (`readonly`): writes refused while the database is saturated,
        critical calls excepted;
-    3. **body cap** (servicekit.middleware.BodyCap): 413 over the cap.
+    3. **body cap** (`body.BodyCap`): 413 over the cap.
 
     All three answer before any body is read. `open_paths` (probes, metrics, the fault switch)
     get the body cap only. One layer instead of three: each layer is a coroutine frame and a
@@ -375,72 +255,3 @@ async def _send_cached(send: Send, answer: CachedAnswer, *, age: float, degraded
         headers.append((b"x-degraded", b"cache"))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})
-
-
-def install_load_shedding(
-    app: FastAPI,
-    settings: ServiceSettings,
-    *,
-    cached_reads: Iterable[str] = (),
-    trust_priority: bool = True,
-) -> None:
-    """Add the admission layer (service tier, data tier, body cap) to `app`, from `settings`.
-
-    Call inside the auth layer (see `create_service_app`). The cache starts in-process and the
-    data tier blind; `bind_load_shedding` gives them Redis and the database.
-    """
-    metrics: Metrics = app.state.metrics
-    limiter = (
-        ConcurrencyLimiter(
-            settings.max_concurrency,
-            degrade_at=settings.degrade_at,
-            hold=settings.degrade_hold_seconds,
-            metrics=metrics,
-        )
-        if settings.max_concurrency
-        else None
-    )
-    paths = tuple(cached_reads)
-    cache = (
-        ReadCache(
-            MemoryBackend(),
-            name=settings.service_name,
-            ttl=settings.cache_ttl_seconds,
-            stale=settings.cache_stale_seconds,
-            counter=metrics.cache_requests,
-        )
-        if paths
-        else None
-    )
-    guard = ReadOnlyGuard(
-        pool_wait=settings.read_only_pool_wait_ms / 1000,
-        db_latency=settings.read_only_db_latency_ms / 1000,
-        window=settings.read_only_window_seconds,
-        min_dwell=settings.read_only_min_seconds,
-        metrics=metrics,
-    )
-    app.state.concurrency_limiter, app.state.read_cache, app.state.read_only = limiter, cache, guard
-    app.add_middleware(
-        AdmissionMiddleware,
-        metrics=metrics,
-        limiter=limiter,
-        body_cap=BodyCap(settings.max_body_bytes),
-        guard=guard if settings.read_only_enabled else None,
-        cache=cache,
-        cached_paths=paths,
-        trust_priority=trust_priority,
-    )
-
-
-def bind_load_shedding(app: FastAPI, settings: ServiceSettings, state: Mapping[str, Any]) -> None:
-    """At start-up: the read cache moves to Redis when there is one; the pool is watched."""
-    cache: ReadCache | None = getattr(app.state, "read_cache", None)
-    if cache is not None and state.get("redis") is not None:
-        cache.backend = RedisBackend(state["redis"])
-    database = state.get("database")
-    if not isinstance(database, Database):
-        return
-    metrics: Metrics = app.state.metrics
-    database.observers.append(PoolMetrics(metrics, settings.service_name, database.pool_status))
-    if settings.read_only_enabled:
-        app.state.read_only.attach(database)

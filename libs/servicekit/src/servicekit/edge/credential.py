@@ -30,7 +30,7 @@ customer it acts for in `X-Customer-ID` (set by the gateway from the API key, ne
 
 Mint a token by hand (the secret is read from `<AUDIENCE>_SERVICE_TOKEN`)::
 
-    python -m servicekit.mint payment
+    python -m servicekit.edge.mint payment
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ An answer is *fresh* for `ttl` seconds and as long as no write went through the 
 it was read (a generation counter, bumped by every write before its answer leaves): fresh
 answers are served like any other, so a client always reads its own writes. Once stale it is
 kept for `stale` seconds more and served only while the service is degraded, marked
-`X-Degraded: cache` (servicekit.shedding): an old `available` count beats a 503 when the
+`X-Degraded: cache` (servicekit.admission): an old `available` count beats a 503 when the
 service is drowning. Changes that bypass the HTTP API (a background job) show within `ttl`.
 
 A cache is an optimisation, never a dependency: any Redis error or timeout is a miss (counted
@@ -26,7 +26,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-logger = logging.getLogger("servicekit.cache")
+logger = logging.getLogger("servicekit.admission.cache")
 
 
 class CacheUnavailableError(Exception):

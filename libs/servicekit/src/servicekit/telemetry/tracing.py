@@ -10,12 +10,12 @@ import). It reads only the standard variables:
 - `OTEL_TRACES_EXPORTER` (`otlp`, `console`, `none`, comma-separated): unset, OTLP/HTTP is used
   when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set. The OTLP exporter reads
   its own `OTEL_EXPORTER_OTLP_*` variables. A service's `<P>_TRACES_FILE` (set by `make up`)
-  adds a JSON-lines file that `python -m servicekit.traces` prints as a waterfall.
+  adds a JSON-lines file that `python -m servicekit.telemetry.waterfall` prints as a waterfall.
 - `OTEL_BSP_*`: the batch processor's queue and delay.
 
 No exporter means no tracer. Spans are made by the kit's own pure-ASGI code (server span in
 `EdgeMiddleware`, client span in `TracingTransport`, database spans from SQLAlchemy
-cursor events, Redis spans in `servicekit.redis_client`); an unsampled request gets ids and a
+cursor events, Redis spans in `servicekit.data.redis`); an unsampled request gets ids and a
 propagated `traceparent`, and nothing else.
 """
 
@@ -56,7 +56,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-logger = logging.getLogger("servicekit.telemetry")
+logger = logging.getLogger("servicekit.telemetry.tracing")
 
 #: Root sampling ratio when `OTEL_TRACES_SAMPLER` is unset (`make up` samples everything).
 DEFAULT_RATIO = 0.1

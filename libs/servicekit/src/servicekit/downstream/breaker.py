@@ -45,10 +45,10 @@ from typing import Any, ParamSpec, TypeVar
 import pybreaker
 
 from servicekit.errors import UnavailableError
-from servicekit.metrics import Metrics
 from servicekit.settings import ServiceSettings
+from servicekit.telemetry.metrics import Metrics
 
-logger = logging.getLogger("servicekit.breaker")
+logger = logging.getLogger("servicekit.downstream.breaker")
 
 P = ParamSpec("P")
 T = TypeVar("T")

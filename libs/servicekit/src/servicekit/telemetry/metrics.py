@@ -318,7 +318,7 @@ class ServerDurations:
 class RequestMetrics:
     """RED metrics per route template (never the raw path: bounded cardinality).
 
-    Fed by the kit's edge layer (`servicekit.middleware.EdgeMiddleware`), which times every
+    Fed by the kit's edge layer (`servicekit.edge.middleware.EdgeMiddleware`), which times every
     answer: rejections, cached answers and recovered errors included. Requests in flight are a
     plain counter, read at scrape time: a gauge would take its lock twice per request.
     """

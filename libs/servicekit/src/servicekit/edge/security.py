@@ -31,7 +31,7 @@ CONTENT_SECURITY_POLICY = (
 class SecurityHeaders:
     """The headers each answer gets: all of them, or all but the CSP on the docs pages.
 
-    Applied by the kit's edge layer (`servicekit.middleware.EdgeMiddleware`) in the same pass
+    Applied by the kit's edge layer (`servicekit.edge.middleware.EdgeMiddleware`) in the same pass
     that echoes the request id, so every answer carries them, recovery's 500 included.
     """
 

@@ -20,7 +20,7 @@ process alone, without switching everybody over.
 A `Rule` carries two amounts: `item`, counted in Redis and shared by every gateway process,
 and `local_item`, what one process enforces while it counts alone. Availability-first limits
 use the same amount for both; fail-closed ones (checkout attempts) give each process only its
-share, so the fleet as a whole never lets more through than the limit (see `gateway.limits`).
+share, so the fleet as a whole never lets more through than the limit (see `gateway.access`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from prometheus_client import Gauge
 
-logger = logging.getLogger("gateway.ratelimit")
+logger = logging.getLogger("gateway.rate_limiter")
 
 #: First and longest wait between two probes of a Redis that went away.
 PROBE_BACKOFF = (0.5, 10.0)

@@ -18,9 +18,9 @@ from prometheus_client import Counter
 from starlette.types import Scope, Send
 
 from servicekit.errors import problem_body, send_problem
-from servicekit.telemetry import fail
+from servicekit.telemetry.tracing import fail
 
-logger = logging.getLogger("servicekit.recovery")
+logger = logging.getLogger("servicekit.edge.recovery")
 
 
 async def recover(

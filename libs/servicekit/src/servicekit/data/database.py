@@ -28,10 +28,10 @@ from sqlalchemy.orm import DeclarativeBase
 
 from servicekit.errors import UnavailableError
 from servicekit.settings import ServiceSettings, async_database_url
-from servicekit.telemetry import trace_queries
+from servicekit.telemetry.tracing import trace_queries
 
 if TYPE_CHECKING:
-    from servicekit.metrics import Metrics
+    from servicekit.telemetry.metrics import Metrics
 
 
 class Base(DeclarativeBase):
@@ -136,7 +136,7 @@ class Database:
         self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         # A span per statement of a sampled request (operation and table, no parameters).
         trace_queries(engine)
-        #: Checkout timing goes to these (servicekit.readonly, pool metrics); added at start-up.
+        #: Checkout timing goes to these (read-only guard, pool metrics); added at start-up.
         self.observers: list[PoolObserver] = []
 
     @classmethod

@@ -33,11 +33,11 @@ from typing import Any
 from sqlalchemy import event
 from starlette.types import Send
 
-from servicekit.db import Database
+from servicekit.data.database import Database
 from servicekit.errors import problem_body, send_problem
-from servicekit.metrics import Metrics
+from servicekit.telemetry.metrics import Metrics
 
-logger = logging.getLogger("servicekit.readonly")
+logger = logging.getLogger("servicekit.admission.readonly")
 
 #: Leave read-only mode below this share of the entry thresholds.
 EXIT_RATIO = 0.5

@@ -4,9 +4,9 @@ Every call carries the caller's `X-Request-ID`, a `traceparent` continuing the c
 `baggage`, the shadow flag, the remaining deadline and the service credential. A transport
 failure or timeout becomes `UnavailableError` (503), never a 500.
 
-Every attempt goes through the downstream's circuit breaker (`servicekit.breaker`): an open
+Every attempt goes through the downstream's circuit breaker (`downstream.breaker`): an open
 breaker raises `CircuitOpenError` (503 with Retry-After) without sending anything. Idempotent
-calls are retried within the request's deadline and a retry budget (`servicekit.retry`).
+calls are retried within the request's deadline and a retry budget (`servicekit.downstream.retry`).
 """
 
 from __future__ import annotations
@@ -19,20 +19,20 @@ from typing import Any
 import httpx
 
 from servicekit import context
-from servicekit.auth import ServiceCredential
-from servicekit.breaker import AsyncCircuitBreaker, CircuitOpenError, Permit
+from servicekit.downstream.breaker import AsyncCircuitBreaker, CircuitOpenError, Permit
+from servicekit.downstream.retry import RETRYABLE_STATUSES, RetryPolicy
+from servicekit.edge.credential import ServiceCredential
+from servicekit.edge.middleware import DEADLINE_HEADER, new_span_id
 from servicekit.errors import UnavailableError
-from servicekit.metrics import Metrics
-from servicekit.middleware import DEADLINE_HEADER, new_span_id
 from servicekit.once import Once
-from servicekit.retry import RETRYABLE_STATUSES, RetryPolicy
-from servicekit.telemetry import TracingTransport
+from servicekit.telemetry.metrics import Metrics
+from servicekit.telemetry.tracing import TracingTransport
 
 #: Header carrying the service credential between services (never from the public).
 #: A header name, not a secret: hence the noqa/nosec.
 SERVICE_TOKEN_HEADER = "X-Service-Token"  # noqa: S105  # nosec B105
 CUSTOMER_HEADER = "X-Customer-ID"
-#: `critical` on saga confirmation and compensation calls: shed last (servicekit.shedding).
+#: `critical` on saga confirmation and compensation calls: shed last (servicekit.admission).
 PRIORITY_HEADER = "X-Request-Priority"
 
 
@@ -52,7 +52,7 @@ def propagation_headers() -> dict[str, str]:
         headers["baggage"] = baggage
     if context.get(context.SHADOW):
         headers["X-Shadow-Traffic"] = "1"
-    # A critical call stays critical on every hop it makes (shed last, servicekit.shedding).
+    # A critical call stays critical on every hop it makes (shed last, servicekit.admission).
     if context.get(context.PRIORITY) == context.CRITICAL:
         headers[PRIORITY_HEADER] = context.CRITICAL
     return headers

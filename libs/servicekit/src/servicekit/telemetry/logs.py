@@ -8,10 +8,10 @@ One object per line on stdout (`make up` sends it to `.run/logs/<service>.log`):
      "method": "POST", "route": "/api/orders", "path": "/api/orders", "status": 201,
      "latency_ms": 12.31}
 
-`trace_id` and `span_id` are the server span's (servicekit.telemetry), so a log line leads to
+`trace_id` and `span_id` are the server span's (telemetry.tracing), so a log line leads to
 its trace. Fields passed with `extra=` become keys; an exception adds `exception` (its stack,
 logged once: by recovery in the edge layer, or by the server when the response had started).
-The access line is written by `EdgeMiddleware` (servicekit.middleware) through `access_log`,
+The access line is written by `EdgeMiddleware` (servicekit.edge) through `access_log`,
 at most once per request, as `AccessLogPolicy` decides (errors and slow requests always, a
 sample of the rest); probes (`/healthz`, `/readyz`, `/metrics`) only at debug.
 """
@@ -124,7 +124,7 @@ class AccessLogPolicy:
         self._every = sample >= 1.0
         # The sampling key, the trace id's low 64 bits, compared as 16 lowercase hex digits:
         # for strings of equal length that is the numeric order, without parsing a number on
-        # every request. Every trace id the kit holds is lowercase (servicekit.middleware).
+        # every request. Every trace id the kit holds is lowercase (servicekit.edge).
         self._below = f"{min(round(sample * (1 << 64)), (1 << 64) - 1):016x}"
 
     def decide(

@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 
-from servicekit.breakers import Breakers
-from servicekit.client import ServiceClient
-from servicekit.metrics import Metrics
+from servicekit.downstream.breaker_registry import Breakers
+from servicekit.downstream.client import ServiceClient
 from servicekit.settings import ServiceSettings
+from servicekit.telemetry.metrics import Metrics
 
 
 class Downstreams:

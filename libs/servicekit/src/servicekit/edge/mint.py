@@ -1,6 +1,6 @@
 """Print a service credential for calling an internal service by hand (curl, /docs).
 
-    python -m servicekit.mint <audience> [caller] [ttl_seconds]
+    python -m servicekit.edge.mint <audience> [caller] [ttl_seconds]
 
 The secret is read from `<AUDIENCE>_SERVICE_TOKEN` (the development placeholder if unset).
 """
@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from servicekit.auth import DEFAULT_TTL_SECONDS, mint_service_token
+from servicekit.edge.credential import DEFAULT_TTL_SECONDS, mint_service_token
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from order.exceptions import CheckoutUnavailableError
 from order.models import CHARGED, CHARGING, COMPENSATING, CustomerOrder
 from order.saga import Checkout, Undo
 
-logger = logging.getLogger("order.recovery")
+logger = logging.getLogger("order.saga_recovery")
 
 
 async def recover_one(checkout: Checkout, order: CustomerOrder) -> None:

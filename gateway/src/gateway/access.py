@@ -14,7 +14,7 @@ kept out of the global limit so an operator can act during a flood (the per-clie
 still applies). Every refusal is counted in `servicekit_shed_requests{tier="access"}`.
 
 Counting is shared in Redis (`GATEWAY_REDIS_URL`) and falls back to per-process memory when
-Redis fails (`gateway.ratelimit`): a Redis outage never causes a 5xx here.
+Redis fails (`gateway.rate_limiter`): a Redis outage never causes a 5xx here.
 
 Fail-closed, with a fallback present, means the limit is never exceeded fleet-wide even while
 counts cannot be shared: counted per process, a fail-closed limit allows each process only its
@@ -47,8 +47,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.driver_info import DriverInfo
 from servicekit import Metrics, ServiceError, traffic
-from servicekit.auth import OPEN_PATHS
-from servicekit.logs import mark_shed
+from servicekit.edge.credential import OPEN_PATHS
+from servicekit.telemetry.logs import mark_shed
 from slowapi.util import get_remote_address
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -60,7 +60,7 @@ from gateway.exceptions import (
     GatewayOverloadedError,
 )
 from gateway.keys import KeyTable
-from gateway.ratelimit import LONGEST, Decision, FallbackRateLimiter, Rule, parse_limit
+from gateway.rate_limiter import LONGEST, Decision, FallbackRateLimiter, Rule, parse_limit
 
 #: Reasons counted in `servicekit_shed_requests{tier="access"}`.
 REASONS = ("global_rate", "client_rate", "checkout_rate")

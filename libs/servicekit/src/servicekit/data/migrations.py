@@ -2,7 +2,7 @@
 
 `upgrade(url, "order")` applies a service's migrations; each service has its own version
 table, so several services may share one database. The env.py of a service is two lines:
-`from servicekit.migrations import run_env; run_env(Base.metadata, "order")`.
+`from servicekit.data.migrations import run_env; run_env(Base.metadata, "order")`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from servicekit.db import ensure_sqlite_directory
+from servicekit.data.database import ensure_sqlite_directory
 from servicekit.settings import async_database_url
 
 
@@ -71,10 +71,10 @@ def run_env(metadata: MetaData, package: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m servicekit.migrations <package> <database-url>`."""
+    """`python -m servicekit.data.migrations <package> <database-url>`."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        raise SystemExit("usage: python -m servicekit.migrations <package> <database-url>")
+        raise SystemExit("usage: python -m servicekit.data.migrations <package> <database-url>")
     upgrade(args[1], args[0])
 
 

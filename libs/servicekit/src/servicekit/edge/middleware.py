@@ -17,12 +17,11 @@ from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit import context
-from servicekit.errors import PayloadTooLargeError, problem_body, send_problem
-from servicekit.logs import SHED_SCOPE_KEY, AccessLogPolicy, access_log
-from servicekit.metrics import Metrics, RequestMetrics
-from servicekit.recovery import recover
-from servicekit.security import SecurityHeaders
-from servicekit.telemetry import Tracing, activate
+from servicekit.edge.recovery import recover
+from servicekit.edge.security import SecurityHeaders
+from servicekit.telemetry.logs import SHED_SCOPE_KEY, AccessLogPolicy, access_log
+from servicekit.telemetry.metrics import Metrics, RequestMetrics
+from servicekit.telemetry.tracing import Tracing, activate
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -73,10 +72,10 @@ class EdgeMiddleware:
       same way. `baggage` is carried as received (bounded). `X-Shadow-Traffic` is trusted
       because the gateway strips it from callers that may not send it, and services are
       reachable only with the service credential. `X-Request-Timeout-Ms` bounds the deadline.
-    - **security headers** (servicekit.security) on every answer, recovery's 500 included;
-    - **recovery** (servicekit.recovery): an exception escaping anything inside becomes a
+    - **security headers** (servicekit.edge.security) on every answer, recovery's 500 included;
+    - **recovery** (servicekit.edge.recovery): an exception escaping anything inside becomes a
       clean 500 problem, recorded on the span, counted and logged once;
-    - **RED metrics** (servicekit.metrics.RequestMetrics) of every answer, refusals included;
+    - **RED metrics** (telemetry.metrics.RequestMetrics) of every answer, refusals included;
     - **the access line** (method, route, status, latency_ms) as `access_log` decides, at
       debug for probes; the server span ends with the final status.
 
@@ -256,83 +255,3 @@ def _end_server_span(span: trace.Span, scope: Scope, route: str, status: int) ->
         if status >= 500:
             span.set_status(trace.Status(trace.StatusCode.ERROR))
     span.end()
-
-
-#: HTTP versions whose body, without Transfer-Encoding, is framed by Content-Length alone.
-_LENGTH_FRAMED = frozenset({"1.0", "1.1"})
-#: `BodyCap.check` verdicts.
-REFUSE, ADMIT, COUNT = 0, 1, 2
-
-
-class BodyCap:
-    """The request body cap: 413 over `max_bytes`, by Content-Length or while streaming.
-
-    Applied by the admission layer (`servicekit.shedding.AdmissionMiddleware`), innermost: only
-    admitted, authorised calls get to send a body. `check` is synchronous, so the common
-    case (a body framed by its Content-Length, or none) costs no extra coroutine.
-    """
-
-    __slots__ = ("max_bytes",)
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-
-    def check(self, scope: Scope) -> int:
-        """REFUSE (declared too long or malformed), ADMIT (nothing to count) or COUNT."""
-        declared: bytes | None = None
-        chunked = False
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                declared = value
-            elif key == b"transfer-encoding":
-                chunked = True
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return REFUSE
-        if not chunked and scope.get("http_version") in _LENGTH_FRAMED:
-            # HTTP/1.x without Transfer-Encoding: the body is Content-Length bytes or none
-            # (RFC 9112, 6.3), and the server holds the client to it: nothing to count.
-            return ADMIT
-        return COUNT
-
-    async def counted(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run `app` with the body counted as it arrives; 413 once it passes the cap."""
-        received = 0
-        exceeded = False
-        limit = self.max_bytes
-
-        async def receive_capped() -> Message:
-            nonlocal received, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    # Frameworks turn errors raised while parsing into their own 400, so the
-                    # over-long stream is cut here and the 413 is written in send_capped.
-                    exceeded = True
-                    raise PayloadTooLargeError(f"request body over {limit} bytes")
-            return message
-
-        refused = False
-
-        async def send_capped(message: Message) -> None:
-            nonlocal refused
-            if exceeded:
-                if not refused:
-                    refused = True
-                    await self.refuse(send)
-                return
-            await send(message)
-
-        try:
-            await app(scope, receive_capped, send_capped)
-        except PayloadTooLargeError:
-            if refused:
-                return
-            refused = True
-            await self.refuse(send)
-
-    async def refuse(self, send: Send) -> None:
-        body = problem_body(
-            413, f"request body over {self.max_bytes} bytes", slug="payload-too-large"
-        )
-        await send_problem(send, 413, body, (b"connection", b"close"))

@@ -33,19 +33,19 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from servicekit.breaker import (
+from servicekit.data.redis import create_redis
+from servicekit.downstream.breaker import (
     OPEN,
     AsyncCircuitBreaker,
     BreakerConfig,
     BreakerListener,
     Transition,
 )
-from servicekit.metrics import Metrics
-from servicekit.redis_client import create_redis
+from servicekit.downstream.webhook import BreakerWebhook
 from servicekit.settings import ServiceSettings
-from servicekit.webhook import BreakerWebhook
+from servicekit.telemetry.metrics import Metrics
 
-logger = logging.getLogger("servicekit.breakers")
+logger = logging.getLogger("servicekit.downstream.breaker_registry")
 
 
 class SharedBreakerState(BreakerListener):

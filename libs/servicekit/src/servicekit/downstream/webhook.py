@@ -15,7 +15,7 @@ task delivers it. The JSON body::
   is the state the receiver was last told, and `transitions` counts the changes folded in.
 - Recovery: closing is a notice like any other (`"recovered": true`), delayed by
   `min_interval` at most, never dropped by de-duplication.
-- A change another worker made (reason "shared", see `servicekit.breakers`) is not sent:
+- A change another worker made (reason "shared", see `breaker_registry`) is not sent:
   the worker that tripped the breaker sends it.
 - On shutdown, what is pending is sent without waiting for `min_interval`, within `grace`.
 """
@@ -32,9 +32,9 @@ from typing import Any
 
 import httpx
 
-from servicekit.breaker import CLOSED, AsyncCircuitBreaker, BreakerListener, Transition
+from servicekit.downstream.breaker import CLOSED, AsyncCircuitBreaker, BreakerListener, Transition
 
-logger = logging.getLogger("servicekit.webhook")
+logger = logging.getLogger("servicekit.downstream.webhook")
 
 _RETRYABLE = frozenset({408, 429})
 
