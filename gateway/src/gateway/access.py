@@ -46,7 +46,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.driver_info import DriverInfo
-from servicekit import Metrics, ServiceError, traffic
+from servicekit import Metrics, ServiceError, context, contract, traffic
 from servicekit.edge.credential import OPEN_PATHS
 from servicekit.telemetry.logs import mark_shed
 from slowapi.util import get_remote_address
@@ -59,7 +59,6 @@ from gateway.exceptions import (
     ClientRateLimitedError,
     GatewayOverloadedError,
 )
-from gateway.keys import KeyTable
 from gateway.rate_limiter import LONGEST, Decision, FallbackRateLimiter, Rule, parse_limit
 
 #: Reasons counted in `servicekit_shed_requests{tier="access"}`.
@@ -94,14 +93,6 @@ class AccessPolicy:
         )
 
 
-def _bearer(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, credentials = value.decode("latin-1").partition(" ")
-            return credentials.strip() if scheme.lower() == "bearer" else None
-    return None
-
-
 def _rate_limit_headers(rule: Rule, decision: Decision) -> dict[str, str]:
     # draft-ietf-httpapi-ratelimit-headers (the widely deployed three-field form, plus the
     # policy): Reset is delta-seconds, not a timestamp.
@@ -115,27 +106,26 @@ def _rate_limit_headers(rule: Rule, decision: Decision) -> dict[str, str]:
 
 
 class AccessLimits:
-    """Decide whether a request may enter; hold the limiter, the policy and the key table."""
+    """Decide whether a request may enter; hold the limiter and the policy."""
 
     def __init__(
         self,
         policy: AccessPolicy,
         limiter: FallbackRateLimiter,
-        keys: KeyTable,
         metrics: Metrics,
     ) -> None:
         self.policy = policy
         self.limiter = limiter
-        self.keys = keys
         self.metrics = metrics
         for reason in REASONS:  # dashboards show 0, not "no data"
             for label in ("live", "shadow"):
                 metrics.shed_requests.labels("access", reason, label)
 
     def _client(self, scope: Scope) -> tuple[str, bool]:
-        api_key = self.keys.find(_bearer(scope))
-        if api_key is not None:
-            return api_key.customer_id, True
+        # The caller the edge identified from the API key (gateway.keys.ApiKeyTrust).
+        customer = context.get(contract.CALLER, contract.ANONYMOUS).customer
+        if customer is not None:
+            return customer, True
         # No valid key: the request will get 401, but its flood still counts, per address.
         return f"ip:{get_remote_address(Request(scope))}", False
 
@@ -248,7 +238,7 @@ def limiter_redis(url: str, *, timeout: float) -> Redis:
 
 @asynccontextmanager
 async def open_access_limits(
-    settings: GatewaySettings, *, keys: KeyTable, metrics: Metrics
+    settings: GatewaySettings, *, metrics: Metrics
 ) -> AsyncIterator[AccessLimits]:
     """The access tier for a lifespan: counts in Redis when `GATEWAY_REDIS_URL` is set."""
     policy = AccessPolicy.from_limits(
@@ -271,7 +261,7 @@ async def open_access_limits(
         storage, timeout=settings.rate_limit_redis_timeout, gauge=metrics.rate_limit_fallback
     )
     try:
-        yield AccessLimits(policy, limiter, keys, metrics)
+        yield AccessLimits(policy, limiter, metrics)
     finally:
         await limiter.aclose()
         if redis is not None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from servicekit import (
-    BadRequestError,
-    ForbiddenError,
     NotFoundError,
     TooManyRequestsError,
     UnauthorizedError,
@@ -19,11 +17,6 @@ class MissingApiKeyError(UnauthorizedError):
     def __init__(self, detail: str) -> None:
         # RFC 6750: a 401 names the scheme the client should use.
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="api"'})
-
-
-class ShadowTrafficForbiddenError(ForbiddenError):
-    slug = "shadow-traffic-forbidden"
-    title = "Shadow traffic not allowed"
 
 
 class ClientRateLimitedError(TooManyRequestsError):
@@ -52,11 +45,3 @@ class AdminTokenRequiredError(UnauthorizedError):
 class UnknownFaultTargetError(NotFoundError):
     slug = "unknown-fault-target"
     title = "No fault injection for this service"
-
-
-class MissingIdempotencyKeyError(BadRequestError):
-    slug, title = "missing-idempotency-key", "Idempotency-Key header required"
-
-
-class InvalidIdempotencyKeyError(BadRequestError):
-    slug, title = "invalid-idempotency-key", "Invalid Idempotency-Key"

@@ -1,23 +1,31 @@
 """Header allow-lists, both ways. Anything not listed is dropped, hop-by-hop headers included.
 
-Inbound, only `content-type` and `idempotency-key` are copied from the client. `x-request-id`,
-`traceparent`, `baggage` and `x-shadow-traffic` reach the upstream too, but through the request
-context (`servicekit.propagation_headers`): the edge middleware validated them, and the
-shadow flag is set only after the key's `loadtest` scope was checked.
+Inbound, only `content-type` and the contract's copied values (`Forward.COPY`: the idempotency
+key) are copied from the client. The contract's context values (request id, trace context,
+baggage, the dye, the customer) reach the upstream through the request context
+(`servicekit.propagation_headers`): the edge parsed them and kept only what this caller may
+set (servicekit.contract).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from servicekit import contract
+
 #: Client headers copied as they are.
-REQUEST_ALLOW = frozenset({"content-type", "idempotency-key"})
+REQUEST_ALLOW = frozenset(
+    {"content-type"}
+    | {hop.header for hop in contract.REQUEST_HEADERS if hop.forward is contract.Forward.COPY}
+)
 #: Client headers carried through the request context instead.
-REQUEST_VIA_CONTEXT = frozenset({"x-request-id", "traceparent", "baggage", "x-shadow-traffic"})
+REQUEST_VIA_CONTEXT = frozenset(
+    hop.header for hop in contract.REQUEST_HEADERS if hop.forward is contract.Forward.CONTEXT
+)
 #: Upstream response headers copied back. `content-length` is recomputed and
 #: `content-encoding` is dropped because httpx has already decoded the body.
 RESPONSE_ALLOW = frozenset(
-    {"content-type", "retry-after", "x-degraded", "location", "idempotent-replayed"}
+    {"content-type", "retry-after", "location"} | {h.lower() for h in contract.RESPONSE_HEADERS}
 )
 #: RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(

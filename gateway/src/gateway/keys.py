@@ -11,6 +11,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from servicekit import Caller, contract
+from starlette.types import Scope
+
 #: Scopes a key may carry. `loadtest` may send dyed traffic (`X-Shadow-Traffic: 1`).
 KNOWN_SCOPES = frozenset({"loadtest"})
 #: Shipped with the template so `make up` works on a fresh clone; refused outside development.
@@ -112,3 +115,34 @@ class KeyTable:
         if not presented:
             return None
         return self._by_digest.get(digest(presented))
+
+
+def bearer(value: str | None) -> str | None:
+    """The credentials of an `Authorization: Bearer <credentials>` value, else None."""
+    if not value:
+        return None
+    scheme, _, credentials = value.partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
+class ApiKeyTrust:
+    """The gateway's `Trust`: the caller behind `Authorization: Bearer <key>`.
+
+    The edge asks it once per request, before the access limits or any handler run: a known
+    key makes a caller with its customer and its scopes (`scope:loadtest` may send the dye);
+    anyone else is anonymous (the route answers 401). Every later step reads the caller from
+    the request context instead of parsing the key again.
+    """
+
+    reads = frozenset({b"authorization"})
+
+    def __init__(self, keys: KeyTable) -> None:
+        self.keys = keys
+
+    def identify(self, scope: Scope, headers: Mapping[bytes, str]) -> Caller:
+        """The caller of a known key, or the anonymous one."""
+        api_key = self.keys.find(bearer(headers.get(b"authorization")))
+        if api_key is None:
+            return contract.ANONYMOUS
+        principals = frozenset({contract.PUBLIC, *(contract.scope(s) for s in api_key.scopes)})
+        return Caller(principals, customer=api_key.customer_id, identity=api_key)

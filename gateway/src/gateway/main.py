@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from gateway import admin
 from gateway.access import AccessLimitMiddleware, AccessLimits, open_access_limits
 from gateway.config import GatewaySettings
-from gateway.keys import KeyTable
+from gateway.keys import ApiKeyTrust, KeyTable
 from gateway.routes import router
 
 
@@ -39,6 +39,8 @@ def create_app(
     `transport` replaces the network for both upstreams (tests pass an `httpx.MockTransport`).
     """
     settings = settings or GatewaySettings()
+    # Built here, not in the lifespan: the edge asks it who every caller is.
+    keys = KeyTable(settings.api_keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
@@ -65,12 +67,9 @@ def create_app(
         )
         # Only the admin fault API talks to payment.
         payment = downstreams.client("payment", settings.payment_url)
-        keys = KeyTable(settings.api_keys)
         await downstreams.start()
         try:
-            async with open_access_limits(
-                settings, keys=keys, metrics=app.state.metrics
-            ) as access_limits:
+            async with open_access_limits(settings, metrics=app.state.metrics) as access_limits:
                 yield {
                     "settings": settings,
                     "keys": keys,
@@ -91,4 +90,5 @@ def create_app(
         internal=False,
         description="The public entry: API keys, access limits, routing to services.",
         middleware=[Middleware(AccessLimitMiddleware)],
+        trust=ApiKeyTrust(keys),
     )

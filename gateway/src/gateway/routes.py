@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, Path, Query, Request
-from servicekit import CUSTOMER_HEADER, problem_responses
-from servicekit.edge.openapi import required_header
+from servicekit import IdempotencyKeyDep, idempotency_key_header, problem_responses
+from servicekit.contract import ID_PATTERN, SKU_PATTERN
 from starlette.responses import Response
 
 from gateway.dependencies import ApiKeyDep, InventoryDep, OrderDep
-from gateway.exceptions import InvalidIdempotencyKeyError, MissingIdempotencyKeyError
 from gateway.headers import request_headers, response_headers
-from gateway.keys import ApiKey
-from gateway.schemas import (
-    IDEMPOTENCY_KEY_PATTERN,
-    ORDER_CREATE_SCHEMA,
-    ORDER_ID_PATTERN,
-    SKU_PATTERN,
-    OrderPublic,
-    ProductPage,
-    ProductPublic,
-)
+from gateway.schemas import ORDER_CREATE_SCHEMA, OrderPublic, ProductPage, ProductPublic
 
 router = APIRouter(prefix="/api", responses=problem_responses(401, 403, 503))
 #: Stateful testing (and clients) follow a created order to its read.
@@ -40,10 +29,9 @@ def _relay(upstream: httpx.Response) -> Response:
     )
 
 
-def _upstream_headers(request: Request, api_key: ApiKey) -> dict[str, str]:
-    headers = request_headers(request.headers.items())
-    headers[CUSTOMER_HEADER] = api_key.customer_id
-    return headers
+def _upstream_headers(request: Request) -> dict[str, str]:
+    # The customer travels from the request context, set at the edge from the API key.
+    return request_headers(request.headers.items())
 
 
 @router.get("/products", response_model=ProductPage, responses=problem_responses(422))
@@ -57,7 +45,7 @@ async def list_products(
     """List products ordered by SKU, one page at a time."""
     params = {"limit": str(limit)} | ({"cursor": cursor} if cursor is not None else {})
     upstream = await inventory.request(
-        "GET", "/products", params=params, headers=_upstream_headers(request, api_key)
+        "GET", "/products", params=params, headers=_upstream_headers(request)
     )
     return _relay(upstream)
 
@@ -71,7 +59,7 @@ async def read_product(
 ) -> Response:
     """Read one product by SKU."""
     upstream = await inventory.request(
-        "GET", f"/products/{quote(sku, safe='')}", headers=_upstream_headers(request, api_key)
+        "GET", f"/products/{quote(sku, safe='')}", headers=_upstream_headers(request)
     )
     return _relay(upstream)
 
@@ -89,28 +77,19 @@ async def read_product(
             "required": True,
             "content": {"application/json": {"schema": ORDER_CREATE_SCHEMA}},
         },
-        **required_header(
-            "Idempotency-Key",
-            pattern=IDEMPOTENCY_KEY_PATTERN,
-            max_length=255,
-            description="The same key and body replays the first answer.",
-        ),
+        **idempotency_key_header("The same key and body replays the first answer."),
     },
 )
-async def create_order(request: Request, api_key: ApiKeyDep, order: OrderDep) -> Response:
+async def create_order(
+    request: Request, api_key: ApiKeyDep, key: IdempotencyKeyDep, order: OrderDep
+) -> Response:
     """Check out: reserve stock, charge, confirm; replays with the same Idempotency-Key."""
-    # Checked here (400, as order answers) so a bad key never costs an upstream call.
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        raise MissingIdempotencyKeyError("the Idempotency-Key header is required")
-    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
-        raise InvalidIdempotencyKeyError(
-            "Idempotency-Key must be 1..255 printable ASCII characters"
-        )
+    # The key is checked here too (the same 400 as order's), so a bad one never costs an
+    # upstream call; it is forwarded with the client's headers.
     # Read after authentication; the body cap (413) applies while reading.
     body = await request.body()
     upstream = await order.request(
-        "POST", "/orders", content=body, headers=_upstream_headers(request, api_key)
+        "POST", "/orders", content=body, headers=_upstream_headers(request)
     )
     return _relay(upstream)
 
@@ -125,10 +104,10 @@ async def read_order(
     request: Request,
     api_key: ApiKeyDep,
     order: OrderDep,
-    order_id: Annotated[str, Path(pattern=ORDER_ID_PATTERN)],
+    order_id: Annotated[str, Path(pattern=ID_PATTERN)],
 ) -> Response:
     """Read one of the caller's orders (another customer's order is 404)."""
     upstream = await order.request(
-        "GET", f"/orders/{quote(order_id, safe='')}", headers=_upstream_headers(request, api_key)
+        "GET", f"/orders/{quote(order_id, safe='')}", headers=_upstream_headers(request)
     )
     return _relay(upstream)

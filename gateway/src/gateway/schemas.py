@@ -5,12 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field
-
-#: A SKU or a pagination cursor: no '/', no leading '.', so it stays one path segment.
-SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
-#: Printable ASCII, 1..255 characters: what the order service accepts.
-IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"
+from servicekit.contract import SKU_PATTERN
 
 
 class ProductPublic(BaseModel):

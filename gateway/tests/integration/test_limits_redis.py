@@ -16,7 +16,6 @@ import redis
 import redis.asyncio
 from gateway.access import open_access_limits
 from gateway.config import GatewaySettings
-from gateway.keys import KeyTable
 from gateway.main import create_app
 from servicekit import Metrics
 from servicekit.testing import lifespan_client
@@ -136,7 +135,7 @@ async def test_counts_live_under_the_configured_prefix(redis_url: str, prefix: s
 async def test_counts_through_the_asyncio_redis_client(redis_url: str, prefix: str) -> None:
     # The gap slowapi leaves (sync storage calls): here every Redis call is awaited.
     async with open_access_limits(
-        settings(redis_url, prefix), keys=KeyTable(()), metrics=Metrics("gateway")
+        settings(redis_url, prefix), metrics=Metrics("gateway")
     ) as access:
         storage = access.limiter._primary_storage
         assert storage is not None

@@ -3,32 +3,28 @@
 One import surface; the modules behind it are small and have one concern each.
 """
 
-from servicekit import context
+from servicekit import context, contract
 from servicekit.admission.limiter import ConcurrencyLimiter
 from servicekit.admission.readonly import ReadOnlyGuard
 from servicekit.app import create_service_app
 from servicekit.background import run_periodically
 from servicekit.context import MissingContextError, get, must_get
+from servicekit.contract import Caller, Trust
 from servicekit.data.database import Base, Database, SessionDep, create_engine, translate_db_errors
 from servicekit.data.redis import create_redis
 from servicekit.downstream.breaker import AsyncCircuitBreaker, BreakerConfig, CircuitOpenError
 from servicekit.downstream.breaker_registry import Breakers
-from servicekit.downstream.client import (
-    CUSTOMER_HEADER,
-    PRIORITY_HEADER,
-    SERVICE_TOKEN_HEADER,
-    ServiceClient,
-    propagation_headers,
-)
+from servicekit.downstream.client import ServiceClient, propagation_headers
 from servicekit.downstream.retry import RetryPolicy
 from servicekit.downstream.wiring import Downstreams
 from servicekit.edge.credential import (
-    ServiceAuthMiddleware,
     ServiceCredential,
+    ServiceCredentialTrust,
     mint_service_token,
     token_matches,
     verify_service_token,
 )
+from servicekit.edge.idempotency import IdempotencyKeyDep, idempotency_key_header
 from servicekit.edge.security import SecurityHeaders
 from servicekit.errors import (
     BadRequestError,
@@ -61,14 +57,12 @@ from servicekit.telemetry.metrics import Metrics, exemplar, traffic
 from servicekit.telemetry.tracing import Tracing
 
 __all__ = [
-    "CUSTOMER_HEADER",
-    "PRIORITY_HEADER",
-    "SERVICE_TOKEN_HEADER",
     "AsyncCircuitBreaker",
     "BadRequestError",
     "Base",
     "BreakerConfig",
     "Breakers",
+    "Caller",
     "CircuitOpenError",
     "ConcurrencyLimiter",
     "ConflictError",
@@ -77,6 +71,7 @@ __all__ = [
     "FaultInjector",
     "Faults",
     "ForbiddenError",
+    "IdempotencyKeyDep",
     "InjectedFaultError",
     "Metrics",
     "MissingContextError",
@@ -88,26 +83,29 @@ __all__ = [
     "ReadOnlyGuard",
     "RetryPolicy",
     "SecurityHeaders",
-    "ServiceAuthMiddleware",
     "ServiceClient",
     "ServiceCredential",
+    "ServiceCredentialTrust",
     "ServiceError",
     "ServiceSettings",
     "SessionDep",
     "TooManyRequestsError",
     "Tracing",
+    "Trust",
     "UnauthorizedError",
     "UnavailableError",
     "UnprocessableError",
     "async_database_url",
     "configure_logging",
     "context",
+    "contract",
     "create_engine",
     "create_redis",
     "create_service_app",
     "exemplar",
     "faults_router",
     "get",
+    "idempotency_key_header",
     "inject_faults",
     "mint_service_token",
     "must_get",

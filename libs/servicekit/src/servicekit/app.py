@@ -14,8 +14,9 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp
 
 from servicekit.admission.wiring import bind_load_shedding, install_load_shedding
+from servicekit.contract import Trust
 from servicekit.data.redis import create_redis
-from servicekit.edge.credential import OPEN_PATHS, ServiceAuthMiddleware
+from servicekit.edge.credential import OPEN_PATHS, ServiceCredentialTrust
 from servicekit.edge.health import router as health_router
 from servicekit.edge.middleware import EdgeMiddleware
 from servicekit.edge.openapi import install_openapi
@@ -37,8 +38,13 @@ def create_service_app(
     description: str = "",
     middleware: Sequence[Middleware] = (),
     cached_reads: Iterable[str] = (),
+    trust: Trust | None = None,
 ) -> FastAPI:
     """Build a FastAPI app wired with the kit. `internal` services require the credential.
+
+    `trust` says who a caller is (servicekit.contract); internal services get the service
+    credential's. Without one, every caller is anonymous: restricted values are dropped and
+    the dye is refused.
 
     `middleware` (pure ASGI, outermost first) is the app's own, placed inside the edge layer.
     `cached_reads`: path prefixes whose GET answers do not depend on the caller: served
@@ -75,30 +81,31 @@ def create_service_app(
     install_openapi(app, internal=internal, open_paths=OPEN_PATHS)
 
     # Middleware order. add_middleware wraps, so the last added runs first:
-    #   Edge            outermost, one layer (servicekit.edge): ids and trace exist
-    #                   before anything answers or logs; security headers on every answer;
-    #                   recovery of anything escaping the layers below, even middleware bugs;
-    #                   RED metrics and the access line of every answer, refusals included.
+    #   Edge            outermost, one layer (servicekit.edge): ids and trace exist before
+    #                   anything answers or logs; the caller is identified and trust decided
+    #                   (internal services: the service credential, 401/403 without it;
+    #                   the gateway: its API keys) before anything counts or sheds; security
+    #                   headers on every answer; recovery of anything escaping the layers
+    #                   below, even middleware bugs; RED metrics and the access line of every
+    #                   answer, refusals included.
     #   (middleware)    the app's own (the gateway's access limits): their refusals are timed
-    #                   and counted, and they run before any auth work or body is read.
-    #   ServiceAuth     internal services refuse calls without the credential.
+    #                   and counted, and they run before any body is read.
     #   Admission       one layer (servicekit.admission): service tier (concurrency limit,
     #                   cached reads), data tier (writes refused while the database is
-    #                   saturated), body cap, in that order. Behind auth, so a cached answer
-    #                   never reaches an unauthenticated caller, X-Request-Priority is trusted
-    #                   only from credentialed ones, and only authorised calls send a body.
-    #                   Its refusals come before any body is read and are timed by the edge.
-    install_load_shedding(app, settings, cached_reads=cached_reads, trust_priority=internal)
+    #                   saturated), body cap, in that order. Inside the edge's trust, so a
+    #                   cached answer never reaches an unauthenticated caller, priority is
+    #                   honoured only from credentialed ones, and only authorised calls send
+    #                   a body. Its refusals come before any body is read.
+    install_load_shedding(app, settings, cached_reads=cached_reads)
+    for extra in reversed(middleware):
+        app.add_middleware(extra.cls, *extra.args, **extra.kwargs)
     if internal:
-        app.add_middleware(
-            ServiceAuthMiddleware,
+        trust = ServiceCredentialTrust(
             secrets=settings.service_secrets,
             audience=settings.service_name,
             # In development the raw secret is accepted too, for curl and /docs.
             accept_raw_secret=development,
         )
-    for extra in reversed(middleware):
-        app.add_middleware(extra.cls, *extra.args, **extra.kwargs)
     app.add_middleware(
         EdgeMiddleware,
         metrics=metrics,
@@ -107,6 +114,8 @@ def create_service_app(
             sample=settings.access_log_sample, slow_ms=settings.access_log_slow_ms
         ),
         security=SecurityHeaders(docs_paths=("/docs", "/docs/oauth2-redirect")),
+        trust=trust,
+        default_timeout=settings.request_timeout,
     )
     return app
 
@@ -114,16 +123,15 @@ def create_service_app(
 class ServiceApp(FastAPI):
     """FastAPI without the outer layers whose work the kit's edge layer does.
 
-    FastAPI (0.165) wraps the app's middleware in three layers of its own, each a coroutine
-    frame on every request: `ServerErrorMiddleware` (the last-resort 500), its native
-    telemetry's exception hook, and its app-wide body limit. The kit's `EdgeMiddleware`
-    recovers every exception below it (so an `Exception`/500 handler could never run here),
-    native telemetry is off and the body cap is the kit's own; what escapes the edge itself
-    is answered 500 and logged by the server. So the stack is the app's middleware, then
-    FastAPI's inner layers as FastAPI orders them: handlers of `HTTPException` and the
-    kit's errors, and the exit stack that closes uploaded files. Measured by hand with B1's
-    apps: about 2 % of a trivial route's throughput. A unit test (test_app_wiring.py) pins
-    FastAPI's own stack, so an upgrade that changes it is looked at before it ships.
+    FastAPI wraps the app's middleware in three layers of its own, each a coroutine frame on
+    every request: `ServerErrorMiddleware` (the last-resort 500), its native telemetry's
+    exception hook, and its app-wide body limit. The kit's `EdgeMiddleware` recovers every
+    exception below it (so an `Exception`/500 handler could never run here), native
+    telemetry is off and the body cap is the kit's own; what escapes the edge itself is
+    answered 500 and logged by the server. So the stack is the app's middleware, then
+    FastAPI's inner layers as FastAPI orders them: handlers of `HTTPException` and the kit's
+    errors, and the exit stack that closes uploaded files. A unit test (test_app_wiring.py)
+    pins FastAPI's own stack, so an upgrade that changes it is looked at before it ships.
     """
 
     def build_middleware_stack(self) -> ASGIApp:

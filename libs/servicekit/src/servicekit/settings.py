@@ -88,6 +88,9 @@ class ServiceSettings(BaseSettings):
     #: Rotation: a second secret accepted on incoming calls, never used to sign (edge.credential).
     service_token_previous: SecretStr | None = None
     http_timeout: float = Field(default=2.0, gt=0, le=60)
+    #: The whole budget of a request (its deadline); a caller's `X-Request-Timeout-Ms` can
+    #: only shorten it, and every outbound call gets what is left of it.
+    request_timeout: float = Field(default=10.0, gt=0, le=300)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
 
     # Load shedding (servicekit.admission, servicekit.admission.readonly). Service tier: at most

@@ -3,9 +3,6 @@
 import servicekit
 
 EXPECTED = {
-    "CUSTOMER_HEADER",
-    "PRIORITY_HEADER",
-    "SERVICE_TOKEN_HEADER",
     "AsyncCircuitBreaker",
     "BadRequestError",
     "BreakerConfig",
@@ -32,8 +29,13 @@ EXPECTED = {
     "PaymentRequiredError",
     "ReadOnlyGuard",
     "SecurityHeaders",
-    "ServiceAuthMiddleware",
     "ServiceCredential",
+    "ServiceCredentialTrust",
+    "Caller",
+    "Trust",
+    "IdempotencyKeyDep",
+    "idempotency_key_header",
+    "contract",
     "ServiceClient",
     "ServiceError",
     "ServiceSettings",

@@ -14,7 +14,8 @@ from servicekit import (
     mint_service_token,
     verify_service_token,
 )
-from servicekit.edge.credential import LEEWAY_SECONDS, MAX_TTL_SECONDS, ServiceAuthMiddleware
+from servicekit.edge.credential import LEEWAY_SECONDS, MAX_TTL_SECONDS, ServiceCredentialTrust
+from servicekit.edge.middleware import EdgeMiddleware
 from servicekit.edge.mint import main
 from servicekit.testing import FakeClock, lifespan_client
 
@@ -138,11 +139,12 @@ async def test_client_sends_a_token_for_its_downstream() -> None:
 
 def _app(clock: FakeClock) -> FastAPI:
     app = build_demo_app()
-    # Replace the kit's credential check with one on an injected clock (same secret).
+    # Replace the edge's credential check with one on an injected clock (same secret).
     for middleware in app.user_middleware:
-        if middleware.cls is ServiceAuthMiddleware:
-            middleware.kwargs["clock"] = clock
-            middleware.kwargs["accept_raw_secret"] = False
+        if middleware.cls is EdgeMiddleware:
+            middleware.kwargs["trust"] = ServiceCredentialTrust(
+                secrets=["dev-service-token"], audience="demo", clock=clock
+            )
     return app
 
 

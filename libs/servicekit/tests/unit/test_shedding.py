@@ -302,6 +302,6 @@ async def test_zero_turns_the_limiter_off() -> None:
 
 def test_propagation_headers_carry_priority_only_when_critical() -> None:
     with context.request_scope({context.PRIORITY: context.CRITICAL}):
-        assert kit.propagation_headers()[kit.PRIORITY_HEADER] == "critical"
+        assert kit.propagation_headers()[kit.contract.PRIORITY.name] == "critical"
     with context.request_scope():
-        assert kit.PRIORITY_HEADER not in kit.propagation_headers()
+        assert kit.contract.PRIORITY.name not in kit.propagation_headers()

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from servicekit import problem_responses
+from servicekit.contract import SKU_PATTERN
 from servicekit.faults import inject_faults
 
 from inventory import service
@@ -15,7 +16,6 @@ from inventory.exceptions import ProductNotFoundError
 from inventory.schemas import (
     DEFAULT_PAGE,
     MAX_PAGE,
-    SKU_PATTERN,
     ProductPage,
     ProductPublic,
     ReservationCreate,

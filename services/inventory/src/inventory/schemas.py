@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from servicekit.contract import SKU_PATTERN
 
-SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 Sku = Annotated[str, Field(pattern=SKU_PATTERN, min_length=1, max_length=64)]
 MAX_ITEMS = 50
 MAX_QUANTITY = 1000

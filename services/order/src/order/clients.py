@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
-from servicekit import PRIORITY_HEADER, ServiceClient, UnavailableError, context
+from servicekit import ServiceClient, UnavailableError, context, contract
 
 from order.schemas import Charge, ChargeList, OrderItemCreate, Reservation, ReservationList
 
 M = TypeVar("M", bound=BaseModel)
 #: Confirmation (commit) and compensation (release, refund) finish work already done: the
 #: downstream sheds them last and lets them through its read-only mode (servicekit.admission).
-CRITICAL = {PRIORITY_HEADER: context.CRITICAL}
+CRITICAL = {contract.PRIORITY.name: context.CRITICAL}
 
 
 class Rejected(Exception):

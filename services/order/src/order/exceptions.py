@@ -1,8 +1,7 @@
 """Errors of the order service, mapped to problem+json by servicekit::
 
-BadRequestError
-├── MissingIdempotencyKeyError   400 missing-idempotency-key
-└── InvalidIdempotencyKeyError   400 invalid-idempotency-key
+(a missing or malformed Idempotency-Key is the kit's 400, servicekit.edge.idempotency)
+
 UnauthorizedError
 └── MissingCustomerError         401 missing-customer
 PaymentRequiredError
@@ -23,7 +22,6 @@ UnavailableError
 from __future__ import annotations
 
 from servicekit import (
-    BadRequestError,
     ConflictError,
     NotFoundError,
     PaymentRequiredError,
@@ -31,14 +29,6 @@ from servicekit import (
     UnavailableError,
     UnprocessableError,
 )
-
-
-class MissingIdempotencyKeyError(BadRequestError):
-    slug, title = "missing-idempotency-key", "Idempotency-Key header required"
-
-
-class InvalidIdempotencyKeyError(BadRequestError):
-    slug, title = "invalid-idempotency-key", "Invalid Idempotency-Key"
 
 
 class MissingCustomerError(UnauthorizedError):

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from servicekit import SessionDep, problem_responses
-from servicekit.edge.openapi import required_header
+from servicekit import IdempotencyKeyDep, SessionDep, idempotency_key_header, problem_responses
 from starlette.responses import Response
 
 from order import service
-from order.dependencies import (
-    IDEMPOTENCY_KEY_PATTERN,
-    CheckoutDep,
-    CustomerDep,
-    IdempotencyKeyDep,
-)
+from order.dependencies import CheckoutDep, CustomerDep
 from order.schemas import OrderCreate, OrderPublic
 
 router = APIRouter(tags=["orders"])
@@ -30,11 +24,8 @@ READ_ORDER_LINK = {"operationId": "read_order", "parameters": {"order_id": "$res
         # Stateful testing (and clients) follow the created order to its read.
         201: {"links": {"ReadOrder": READ_ORDER_LINK}},
     },
-    openapi_extra=required_header(
-        "Idempotency-Key",
-        pattern=IDEMPOTENCY_KEY_PATTERN,
-        max_length=255,
-        description="One checkout per (customer, key); a replay answers the stored response.",
+    openapi_extra=idempotency_key_header(
+        "One checkout per (customer, key); a replay answers the stored response."
     ),
 )
 async def create_order(

@@ -8,10 +8,8 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from servicekit.contract import ID_PATTERN, SKU_PATTERN
 from servicekit.fields import WholeNumber
-
-SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class OrderItemCreate(BaseModel):

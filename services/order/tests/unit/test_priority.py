@@ -9,7 +9,9 @@ import httpx
 import pytest
 from order.clients import InventoryClient, PaymentClient
 from order.schemas import OrderItemCreate
-from servicekit import PRIORITY_HEADER, ServiceClient
+from servicekit import ServiceClient, contract
+
+PRIORITY_HEADER = contract.PRIORITY.name
 
 RESERVATION = {
     "id": "r1",

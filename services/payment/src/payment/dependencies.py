@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import Depends, Request
 from servicekit import SessionDep
 
 from payment.config import PaymentSettings
-from payment.exceptions import InvalidIdempotencyKeyError, MissingIdempotencyKeyError
 from payment.repository import ChargeRepository
 from payment.service import ChargeService
-
-#: Printable ASCII, 1..255 characters.
-IDEMPOTENCY_KEY_PATTERN = r"^[ -~]{1,255}$"
 
 
 def get_settings(request: Request) -> PaymentSettings:
@@ -32,19 +27,3 @@ async def get_charge_service(session: SessionDep, settings: SettingsDep) -> Char
 
 
 ChargeServiceDep = Annotated[ChargeService, Depends(get_charge_service)]
-
-
-async def get_idempotency_key(request: Request) -> str:
-    # Read here rather than by Header(): a missing key is a 400 of the contract, so the route
-    # documents the header as required itself (servicekit.edge.openapi.required_header).
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        raise MissingIdempotencyKeyError("POST /charges requires the Idempotency-Key header")
-    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
-        raise InvalidIdempotencyKeyError(
-            "Idempotency-Key must be 1..255 printable ASCII characters"
-        )
-    return key
-
-
-IdempotencyKeyDep = Annotated[str, Depends(get_idempotency_key)]

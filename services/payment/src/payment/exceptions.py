@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from servicekit import (
-    BadRequestError,
     ConflictError,
     NotFoundError,
     PaymentRequiredError,
@@ -14,16 +13,6 @@ from servicekit import (
 class ChargeNotFoundError(NotFoundError):
     slug = "charge-not-found"
     title = "Charge not found"
-
-
-class MissingIdempotencyKeyError(BadRequestError):
-    slug = "missing-idempotency-key"
-    title = "Missing Idempotency-Key"
-
-
-class InvalidIdempotencyKeyError(UnprocessableError):
-    slug = "invalid-idempotency-key"
-    title = "Invalid Idempotency-Key"
 
 
 class IdempotencyKeyReusedError(UnprocessableError):

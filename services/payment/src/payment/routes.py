@@ -6,11 +6,10 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from servicekit import problem_responses
-from servicekit.edge.openapi import required_header
+from servicekit import IdempotencyKeyDep, idempotency_key_header, problem_responses
 from servicekit.faults import inject_faults
 
-from payment.dependencies import IDEMPOTENCY_KEY_PATTERN, ChargeServiceDep, IdempotencyKeyDep
+from payment.dependencies import ChargeServiceDep
 from payment.exceptions import PaymentDeclinedError
 from payment.schemas import ChargeCreate, ChargeList, ChargePublic
 
@@ -22,11 +21,8 @@ router = APIRouter(prefix="/charges", tags=["charges"], dependencies=[Depends(in
     response_model=ChargePublic,
     status_code=201,
     responses={200: {"model": ChargePublic}, **problem_responses(400, 402, 422)},
-    openapi_extra=required_header(
-        "Idempotency-Key",
-        pattern=IDEMPOTENCY_KEY_PATTERN,
-        max_length=255,
-        description="One charge per (customer, key); a replay answers the recorded charge.",
+    openapi_extra=idempotency_key_header(
+        "One charge per (customer, key); a replay answers the recorded charge."
     ),
 )
 async def create_charge(

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from servicekit.contract import CUSTOMER_ID_PATTERN
 from servicekit.fields import WholeNumber
 
 MAX_AMOUNT_CENTS = 10_000_000
@@ -18,7 +19,7 @@ class ChargeCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     order_id: uuid.UUID
-    customer_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    customer_id: str = Field(pattern=CUSTOMER_ID_PATTERN)
     # Money is integer cents: "100" and 100.5 are refused, never coerced (100.0 is the JSON
     # integer 100, as the schema says).
     amount_cents: WholeNumber = Field(ge=1, le=MAX_AMOUNT_CENTS)

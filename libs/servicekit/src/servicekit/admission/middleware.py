@@ -23,7 +23,6 @@ from servicekit.admission.body import ADMIT, REFUSE, BodyCap
 from servicekit.admission.cache import CachedAnswer, ReadCache
 from servicekit.admission.limiter import ConcurrencyLimiter
 from servicekit.admission.readonly import SAFE_METHODS, ReadOnlyGuard, send_unavailable
-from servicekit.downstream.client import PRIORITY_HEADER
 from servicekit.edge.credential import OPEN_PATHS
 from servicekit.telemetry.logs import mark_shed
 from servicekit.telemetry.metrics import Metrics, traffic
@@ -37,34 +36,26 @@ NEVER_SHED = OPEN_PATHS | {"/internal/faults"}
 MAX_CACHED_BYTES = 256 * 1024
 #: Paths whose route template is remembered for answers given without routing.
 MAX_REMEMBERED_PATHS = 4096
-_PRIORITY = PRIORITY_HEADER.lower().encode()
 _GET = "GET"
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
 
 
 class AdmissionMiddleware:
     """Pure ASGI, one layer: whether a request gets in, and what it may send.
 
-    In order, as three layers once did:
+    In order:
 
-    1. **service tier** (this module's docstring): cached reads, then the concurrency limiter;
+    1. **service tier** (`limiter`): cached reads, then the concurrency limiter;
     2. **data tier** (`readonly`): writes refused while the database is saturated,
        critical calls excepted;
     3. **body cap** (`body.BodyCap`): 413 over the cap.
 
     All three answer before any body is read. `open_paths` (probes, metrics, the fault switch)
-    get the body cap only. One layer instead of three: each layer is a coroutine frame and a
-    call per request, and the two inner ones rarely do anything but pass the request on.
+    get the body cap only. One layer, not three: each layer is a coroutine frame and a call
+    per request, and the inner ones rarely do anything but pass the request on.
 
-    `trust_priority` honours `X-Request-Priority` (internal services, behind the credential;
-    never from the public). `limiter` None turns shedding off; `cache` None turns caching off;
-    `guard` None turns read-only mode off.
+    Critical calls (the context's `PRIORITY`, which the edge sets only for credentialed
+    callers) are shed last and pass read-only mode. `limiter` None turns shedding off;
+    `cache` None turns caching off; `guard` None turns read-only mode off.
     """
 
     def __init__(
@@ -77,7 +68,6 @@ class AdmissionMiddleware:
         guard: ReadOnlyGuard | None = None,
         cache: ReadCache | None = None,
         cached_paths: Iterable[str] = (),
-        trust_priority: bool = True,
         open_paths: Iterable[str] = NEVER_SHED,
     ) -> None:
         self.app = app
@@ -87,7 +77,6 @@ class AdmissionMiddleware:
         self.guard = guard
         self.cache = cache
         self.cached_paths = tuple(p.rstrip("/") for p in cached_paths)
-        self.trust_priority = trust_priority
         self.open_paths = frozenset(open_paths)
         self._degraded_cache = metrics.degraded_responses.labels("cache")
         # Answers given without routing (cache, shed) are timed under the route template
@@ -131,9 +120,8 @@ class AdmissionMiddleware:
                 self._name_route(scope)
                 await _send_cached(send, answer, age=cache.age(answer), degraded=degraded)
                 return
-        critical = self.trust_priority and _header(scope, _PRIORITY) == b"critical"
-        if critical:
-            context.set_value(context.PRIORITY, context.CRITICAL)
+        # Set by the edge, and only for credentialed callers (servicekit.contract).
+        critical = context.get(context.PRIORITY) == context.CRITICAL
         if limiter is not None:
             refused = limiter.try_acquire(shadow=shadow, critical=critical)
             if refused is not None:

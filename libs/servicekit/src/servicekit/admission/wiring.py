@@ -22,11 +22,10 @@ def install_load_shedding(
     settings: ServiceSettings,
     *,
     cached_reads: Iterable[str] = (),
-    trust_priority: bool = True,
 ) -> None:
     """Add the admission layer (service tier, data tier, body cap) to `app`, from `settings`.
 
-    Call inside the auth layer (see `create_service_app`). The cache starts in-process and the
+    Call inside the edge layer (see `create_service_app`). The cache starts in-process and the
     data tier blind; `bind_load_shedding` gives them Redis and the database.
     """
     metrics: Metrics = app.state.metrics
@@ -68,7 +67,6 @@ def install_load_shedding(
         guard=guard if settings.read_only_enabled else None,
         cache=cache,
         cached_paths=paths,
-        trust_priority=trust_priority,
     )
 
 

@@ -18,43 +18,56 @@ from typing import Any
 
 import httpx
 
-from servicekit import context
+from servicekit import context, contract
 from servicekit.downstream.breaker import AsyncCircuitBreaker, CircuitOpenError, Permit
 from servicekit.downstream.retry import RETRYABLE_STATUSES, RetryPolicy
 from servicekit.edge.credential import ServiceCredential
-from servicekit.edge.middleware import DEADLINE_HEADER, new_span_id
+from servicekit.edge.middleware import new_span_id
 from servicekit.errors import UnavailableError
 from servicekit.once import Once
 from servicekit.telemetry.metrics import Metrics
 from servicekit.telemetry.tracing import TracingTransport
 
-#: Header carrying the service credential between services (never from the public).
-#: A header name, not a secret: hence the noqa/nosec.
-SERVICE_TOKEN_HEADER = "X-Service-Token"  # noqa: S105  # nosec B105
-CUSTOMER_HEADER = "X-Customer-ID"
-#: `critical` on saga confirmation and compensation calls: shed last (servicekit.admission).
-PRIORITY_HEADER = "X-Request-Priority"
+_REQUEST_ID, _TRACEPARENT, _BAGGAGE = (
+    contract.REQUEST_ID.name,
+    contract.TRACEPARENT.name,
+    contract.BAGGAGE.name,
+)
+_SHADOW, _PRIORITY, _CUSTOMER = (
+    contract.SHADOW.name,
+    contract.PRIORITY.name,
+    contract.CUSTOMER.name,
+)
+_SERVICE_TOKEN, _DEADLINE = contract.SERVICE_TOKEN.name, contract.DEADLINE.name
 
 
 def propagation_headers() -> dict[str, str]:
-    """Headers that carry the current request's identity and trace to the next hop."""
+    """The contract's values forwarded from the request context (`Forward.CONTEXT`).
+
+    The request's id, trace and baggage; the dye, the priority and the customer when set (the
+    edge set them only for callers that may). The deadline and the credential are added per
+    call by `ServiceClient`.
+    """
     headers: dict[str, str] = {}
     request_id = context.get(context.REQUEST_ID)
     if request_id:
-        headers["X-Request-ID"] = request_id
+        headers[_REQUEST_ID] = request_id
     trace_id = context.get(context.TRACE_ID)
     if trace_id:
         # The sampling decision travels on; a traced client replaces this with its span's id.
         flags = context.get(context.TRACE_FLAGS, "01")
-        headers["traceparent"] = f"00-{trace_id}-{new_span_id()}-{flags}"
+        headers[_TRACEPARENT] = f"00-{trace_id}-{new_span_id()}-{flags}"
     baggage = context.get(context.BAGGAGE)
     if baggage:
-        headers["baggage"] = baggage
+        headers[_BAGGAGE] = baggage
     if context.get(context.SHADOW):
-        headers["X-Shadow-Traffic"] = "1"
+        headers[_SHADOW] = "1"
     # A critical call stays critical on every hop it makes (shed last, servicekit.admission).
     if context.get(context.PRIORITY) == context.CRITICAL:
-        headers[PRIORITY_HEADER] = context.CRITICAL
+        headers[_PRIORITY] = context.CRITICAL
+    customer = context.get(context.CUSTOMER_ID)
+    if customer:
+        headers[_CUSTOMER] = customer
     return headers
 
 
@@ -230,8 +243,8 @@ class ServiceClient:
         if headers:
             merged.update(headers)
         # Set last: a caller's header can never replace the credential or widen the deadline.
-        merged[SERVICE_TOKEN_HEADER] = self._credential.token()
-        merged[DEADLINE_HEADER] = str(max(1, math.floor(budget * 1000)))
+        merged[_SERVICE_TOKEN] = self._credential.token()
+        merged[_DEADLINE] = str(max(1, math.floor(budget * 1000)))
         client = self._client.get()
         permit = self.breaker.admit()
         started = time.perf_counter()

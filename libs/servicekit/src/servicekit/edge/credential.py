@@ -39,15 +39,18 @@ import base64
 import hmac
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from servicekit import context
-from servicekit.errors import ForbiddenError, ServiceError, UnauthorizedError, send_problem
+from servicekit import contract
+from servicekit.contract import ANONYMOUS, PUBLIC, SERVICE, Caller
+from servicekit.errors import ForbiddenError, ServiceError, UnauthorizedError
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: A caller that presented a valid credential.
+SERVICE_CALLER = Caller(frozenset({PUBLIC, SERVICE}))
 VERSION = "v1"
 #: Lifetime of a minted token, and the longest lifetime a service accepts.
 DEFAULT_TTL_SECONDS = 300
@@ -59,7 +62,6 @@ REFRESH_FRACTION = 0.2
 #: Verified tokens a service remembers (a few per caller are live at any time).
 VERIFIED_CACHE_SIZE = 1024
 
-_CUSTOMER = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 _EXPIRY = re.compile(r"^[0-9]{1,12}$")
 _SIGNATURE = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -218,12 +220,18 @@ class ServiceCredential:
         return f"ServiceCredential(caller={self.caller!r}, audience={self.audience!r})"
 
 
-class ServiceAuthMiddleware:
-    """Pure ASGI: a 401/403 problem for any call without a valid service credential."""
+class ServiceCredentialTrust:
+    """The `Trust` of an internal service: a valid service credential, or a 401/403 refusal.
+
+    The edge asks it first (servicekit.contract), so a call without the credential is refused
+    before anything counts or sheds it, and restricted values (priority, customer, the dye) are
+    honoured only from credentialed callers. Probes and scrapes never reach it.
+    """
+
+    reads = frozenset({contract.SERVICE_TOKEN.raw})
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         secrets: Iterable[str],
         audience: str,
@@ -231,10 +239,9 @@ class ServiceAuthMiddleware:
         open_paths: Iterable[str] = OPEN_PATHS,
         clock: Clock = time.time,
     ) -> None:
-        self.app = app
         self.secrets = tuple(s for s in secrets if s)
         if not self.secrets:
-            raise ValueError("ServiceAuthMiddleware needs at least one secret")
+            raise ValueError("ServiceCredentialTrust needs at least one secret")
         self.audience = audience
         self.accept_raw_secret = accept_raw_secret
         self.open_paths = frozenset(open_paths)
@@ -244,24 +251,18 @@ class ServiceAuthMiddleware:
         # secrets change only with a restart, which empties it.
         self._verified: dict[str, Claims] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
-            await self.app(scope, receive, send)
-            return
-        token = customer = None
-        for key, value in scope["headers"]:
-            if key == b"x-service-token":
-                token = value.decode("latin-1")
-            elif key == b"x-customer-id":
-                customer = value.decode("latin-1")
+    def identify(self, scope: Scope, headers: Mapping[bytes, str]) -> Caller:
+        """A service caller, or raise the 401/403 `ServiceError` that refuses the call."""
+        if scope["path"] in self.open_paths:
+            return ANONYMOUS
+        token = headers.get(contract.SERVICE_TOKEN.raw)
         try:
             self._check(token)
-        except ServiceError as exc:
-            await _refuse(send, exc)
-            return
-        if customer is not None and _CUSTOMER.fullmatch(customer):
-            context.set_value(context.CUSTOMER_ID, customer)
-        await self.app(scope, receive, send)
+        except ServiceError as refusal:
+            if refusal.status == 401:
+                refusal.headers["WWW-Authenticate"] = 'ServiceToken realm="internal"'
+            raise
+        return SERVICE_CALLER
 
     def _check(self, token: str | None) -> None:
         if self.accept_raw_secret and token_matches(token, self.secrets):
@@ -275,9 +276,3 @@ class ServiceAuthMiddleware:
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.clear()
         self._verified[str(token)] = claims
-
-
-async def _refuse(send: Send, error: ServiceError) -> None:
-    challenge = (b"www-authenticate", b'ServiceToken realm="internal"')
-    extra = (challenge,) if error.status == 401 else ()
-    await send_problem(send, error.status, error.to_body(), *extra)

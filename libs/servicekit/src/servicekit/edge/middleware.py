@@ -1,5 +1,4 @@
-"""Pure ASGI middleware: the kit's edge layer (context, span, headers, recovery, metrics,
-access log), and the body size cap the admission layer applies.
+"""The kit's edge layer: the pure-ASGI layer every request meets first.
 
 Order (outermost first) is set in one place, `servicekit.app.create_service_app`.
 """
@@ -7,7 +6,6 @@ Order (outermost first) is set in one place, `servicekit.app.create_service_app`
 from __future__ import annotations
 
 import random
-import re
 import time
 from contextvars import Token
 from typing import Any
@@ -16,17 +14,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servicekit import context
+from servicekit import context, contract
+from servicekit.contract import ANONYMOUS, CALLER, Caller, Trust, parse_traceparent
 from servicekit.edge.recovery import recover
 from servicekit.edge.security import SecurityHeaders
+from servicekit.errors import ForbiddenError, ServiceError
 from servicekit.telemetry.logs import SHED_SCOPE_KEY, AccessLogPolicy, access_log
 from servicekit.telemetry.metrics import Metrics, RequestMetrics
 from servicekit.telemetry.tracing import Tracing, activate
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-#: Header a caller uses to pass its remaining time budget downstream.
-DEADLINE_HEADER = "x-request-timeout-ms"
 
 
 def new_span_id() -> str:
@@ -34,29 +29,25 @@ def new_span_id() -> str:
     return f"{random.getrandbits(64):016x}"
 
 
-def parse_traceparent(value: str | None) -> tuple[str, str, str] | None:
-    """(trace_id, parent span id, flags) from a valid W3C traceparent, else None."""
-    if not value:
-        return None
-    match = _TRACEPARENT.match(value.strip().lower())
-    if match is None or match.group(1) == "0" * 32 or match.group(2) == "0" * 16:
-        return None
-    return match.group(1), match.group(2), match.group(3)
+class UntrustedValueError(ForbiddenError):
+    """A caller sent a value it may not set, and the contract refuses rather than drops it."""
+
+    slug, title = "shadow-traffic-forbidden", "Shadow traffic not allowed"
 
 
-#: Request headers the edge layer reads, collected in one pass over the headers.
-_CONTEXT_HEADERS = frozenset(
-    {b"x-request-id", b"traceparent", b"baggage", b"x-shadow-traffic", DEADLINE_HEADER.encode()}
-)
-_DEADLINE_KEY = DEADLINE_HEADER.encode()
-_REQUEST_ID_HEADER = b"x-request-id"
-_SHADOW_HEADER = b"x-shadow-traffic"
+#: Values only some callers may set (contract.INBOUND).
+_RESTRICTED = tuple(hop for hop in contract.INBOUND if not hop.public)
+_REQUEST_ID_HEADER = contract.REQUEST_ID.raw
+_TRACEPARENT_HEADER = contract.TRACEPARENT.raw
+_DEADLINE_HEADER = contract.DEADLINE.raw
+_BAGGAGE_HEADER = contract.BAGGAGE.raw
+_parse_request_id, _parse_baggage = contract.REQUEST_ID.parse, contract.BAGGAGE.parse
 # Bound once: looked up on every request.
 _perf_counter, _monotonic, _getrandbits = time.perf_counter, time.monotonic, random.getrandbits
 _enter, _leave = context.enter, context.leave
 #: Last hex digit of W3C trace-flags with the sampled bit (bit 0) set.
 _SAMPLED = frozenset("13579bdf")
-#: Probes and scrapes: no span, and their access line is logged at debug only.
+#: Probes and scrapes: no span, no caller, and their access line is logged at debug only.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
@@ -69,9 +60,14 @@ class EdgeMiddleware:
       the answer. `traceparent` is continued: with tracing on, the server span is the child of
       the caller's span and its ids are the context's `TRACE_ID`/`SPAN_ID` (logs, problem
       bodies and spans agree); with tracing off (or before start) the ids are made here, the
-      same way. `baggage` is carried as received (bounded). `X-Shadow-Traffic` is trusted
-      because the gateway strips it from callers that may not send it, and services are
-      reachable only with the service credential. `X-Request-Timeout-Ms` bounds the deadline.
+      same way. `baggage` is carried as received (bounded). `X-Request-Timeout-Ms` can only
+      shorten the deadline (`<P>_REQUEST_TIMEOUT`).
+    - **trust** (servicekit.contract): the app's `Trust` says who the caller is (a gateway API
+      key and its scopes, a valid service credential) before anything counts or sheds the
+      request; restricted values (priority, customer, the dye) are kept only when that
+      caller may set them, and the dye from anyone else is refused with 403, counted as live
+      traffic. A `Trust` may refuse the request itself (an internal service without its
+      credential: 401). Probes and scrapes skip it.
     - **security headers** (servicekit.edge.security) on every answer, recovery's 500 included;
     - **recovery** (servicekit.edge.recovery): an exception escaping anything inside becomes a
       clean 500 problem, recorded on the span, counted and logged once;
@@ -79,10 +75,8 @@ class EdgeMiddleware:
     - **the access line** (method, route, status, latency_ms) as `access_log` decides, at
       debug for probes; the server span ends with the final status.
 
-    These were four layers once; each costs a coroutine frame and a `send` wrapper per
-    request, and their separate passes over the headers and the context added up: against
-    a bare FastAPI with the route on the app, the kit's stack measured 0.63x then and 0.75x
-    as one layer (benchmarks/b1_middleware.py). One layer, one header pass, one wrapper.
+    One layer, one pass over the headers, one `send` wrapper: each layer costs a coroutine
+    frame and a wrapper per request (docs/observability.md has the measurements).
     """
 
     def __init__(
@@ -93,10 +87,17 @@ class EdgeMiddleware:
         tracing: Tracing | None = None,
         access_log: AccessLogPolicy | None = None,
         security: SecurityHeaders | None = None,
+        trust: Trust | None = None,
         default_timeout: float = 10.0,
     ) -> None:
         self.app = app
         self.default_timeout = default_timeout
+        self.trust = trust
+        # Every header the edge needs, collected in its one pass: the contract's values and
+        # whatever the trust reads (an API key, a credential).
+        self.reads = frozenset(hop.raw for hop in contract.INBOUND) | (
+            trust.reads if trust is not None else frozenset()
+        )
         self.tracing = tracing
         self.access_log = access_log or AccessLogPolicy()
         self.security = security or SecurityHeaders()
@@ -113,8 +114,9 @@ class EdgeMiddleware:
         # an access line) is done only when there is something to do.
         start = _perf_counter()
         found: dict[bytes, str] = {}
+        reads = self.reads
         for key, value in scope["headers"]:
-            if key in _CONTEXT_HEADERS:
+            if key in reads:
                 found[key] = value.decode("latin-1")
         # Every id this request may need at once: request, trace, span. Ids need to be unique,
         # not secret: the Mersenne Twister (reseeded in forked workers), as OpenTelemetry's
@@ -123,7 +125,8 @@ class EdgeMiddleware:
         fresh = _getrandbits(320).to_bytes(40, "big").hex()
         path: str = scope["path"]
         quiet = path in QUIET_PATHS
-        parsed = parse_traceparent(found[b"traceparent"]) if b"traceparent" in found else None
+        raw_parent = found.get(_TRACEPARENT_HEADER) if found else None
+        parsed = parse_traceparent(raw_parent) if raw_parent is not None else None
         tracing = self.tracing
         tracer = None if quiet or tracing is None else tracing.tracer
         span: trace.Span | None = None
@@ -147,27 +150,29 @@ class EdgeMiddleware:
             token = otel_context.attach(activate(tracer, span))
         sampled = flags[-1] in _SAMPLED
         budget = self.default_timeout
+        request_id = None
         if found:
-            request_id = found.get(_REQUEST_ID_HEADER)
-            if request_id is None or not _REQUEST_ID.match(request_id):
-                request_id = fresh[:32]
-            shadow = found.get(_SHADOW_HEADER) == "1"
-            raw_budget = found.get(_DEADLINE_KEY)
+            raw_id = found.get(_REQUEST_ID_HEADER)
+            if raw_id is not None:
+                request_id = _parse_request_id(raw_id)
+            raw_budget = found.get(_DEADLINE_HEADER)
             if raw_budget is not None and raw_budget.isdigit():
                 budget = min(budget, int(raw_budget) / 1000)
-        else:
-            request_id, shadow = fresh[:32], False
+        if request_id is None:
+            request_id = fresh[:32]
         values: dict[context.Key[Any], Any] = {
             context.REQUEST_ID: request_id,
             context.TRACE_ID: trace_id,
             context.SPAN_ID: span_id,
             context.TRACE_FLAGS: flags,
-            context.SHADOW: shadow,
+            context.SHADOW: False,
             context.DEADLINE: _monotonic() + budget,
+            CALLER: ANONYMOUS,
         }
-        baggage = found.get(b"baggage")
-        if baggage and len(baggage) <= 8192:
-            values[context.BAGGAGE] = baggage
+        if found:
+            baggage = found.get(_BAGGAGE_HEADER)
+            if baggage is not None and _parse_baggage(baggage) is not None:
+                values[context.BAGGAGE] = baggage
         echoed = (_REQUEST_ID_HEADER, request_id.encode("latin-1"))
         security = self.security.for_path(path)
         add_headers = self.security.add
@@ -184,8 +189,16 @@ class EdgeMiddleware:
         if requests is not None:
             requests.in_flight += 1
         scope_token = _enter(values)
+        shadow = False
         try:
-            await self.app(scope, receive, send_edge)
+            # Who the caller is, and which of its values hold, before anything inside counts
+            # or sheds the request (the gateway's limits, admission); its refusal is live.
+            refusal = self._trust(scope, found, values) if found or self.trust else None
+            shadow = values[context.SHADOW]
+            if refusal is None:
+                await self.app(scope, receive, send_edge)
+            else:
+                await refusal.to_response()(scope, receive, send_edge)
         except Exception as exc:
             await recover(exc, scope, send_edge, started=status != 0, counter=self.recovered)
         finally:
@@ -224,6 +237,33 @@ class EdgeMiddleware:
                         )
             finally:
                 _leave(scope_token)  # last: the access line carries the request's ids
+
+    def _trust(
+        self, scope: Scope, found: dict[bytes, str], values: dict[context.Key[Any], Any]
+    ) -> ServiceError | None:
+        """Set the caller and the restricted values it may set; the refusal, if any."""
+        if scope["path"] in QUIET_PATHS:
+            return None  # probes and scrapes: no caller, no restricted values
+        caller: Caller = ANONYMOUS
+        if self.trust is not None:
+            try:
+                caller = self.trust.identify(scope, found)
+            except ServiceError as refusal:
+                return refusal
+            values[CALLER] = caller
+            if caller.customer is not None:
+                values[context.CUSTOMER_ID] = caller.customer
+        for hop in _RESTRICTED:
+            raw = found.get(hop.raw)
+            if raw is None:
+                continue
+            if hop.allowed(caller.principals):
+                value = hop.parse(raw)
+                if value is not None and hop.key is not None:
+                    values[hop.key] = value
+            elif hop.refuse_untrusted:
+                return UntrustedValueError(hop.refusal)
+        return None
 
 
 def _remote_parent(parsed: tuple[str, str, str] | None) -> otel_context.Context | None:
