@@ -206,3 +206,42 @@ def test_only_the_checkout_limit_is_fail_closed() -> None:
     same: Callable[[Any], bool] = lambda r: r.item.amount == r.local_item.amount  # noqa: E731
     assert same(policy.global_rule) and same(policy.client_rule)
     assert policy.checkout_rule.local_item.amount == 1
+
+
+def _shadow_samples(metrics_text: str) -> dict[str, float]:
+    """Every sample labelled traffic="shadow" that is not zero, by its series."""
+    return {
+        f"{sample.name}{sorted(sample.labels.items())}": sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.labels.get("traffic") == "shadow"
+        and sample.value != 0
+        and not sample.name.endswith("_created")
+    }
+
+
+async def test_a_dye_without_the_loadtest_scope_is_refused_before_anything_counts_it(
+    upstreams: FakeUpstreams,
+) -> None:
+    dyed = {**ALICE, "X-Shadow-Traffic": "1"}
+    async with gateway(upstreams, client_rate_limit="2/minute") as client:
+        first = await client.get("/api/products", headers=dyed)
+        # Over its rate limit with live requests, the same caller's dye is still a 403, and
+        # neither refusal is counted as shadow traffic.
+        live = [(await client.get("/api/products", headers=ALICE)).status_code for _ in range(3)]
+        later = await client.get("/api/products", headers=dyed)
+        metrics = (await client.get("/metrics")).text
+    assert first.status_code == later.status_code == 403
+    assert first.json()["type"] == "/problems/shadow-traffic-forbidden"
+    assert live == [200, 200, 429]
+    assert len(upstreams.requests) == 2
+    assert _shadow_samples(metrics) == {}
+    refused = [
+        sample
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "http_server_request_duration_seconds_count"
+        and sample.labels.get("http_response_status_code") == "403"
+    ]
+    assert [s.labels.get("traffic") for s in refused] == ["live"]
+    assert refused[0].value == 2

@@ -124,7 +124,7 @@ class PaymentClient:
             "POST",
             "/charges",
             json=body,
-            headers={"Idempotency-Key": order_id},
+            headers={contract.IDEMPOTENCY_KEY.name: order_id},
             idempotent=True,
         )
         return _parse("payment", response, Charge, (200, 201))

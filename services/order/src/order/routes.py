@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from servicekit import IdempotencyKeyDep, SessionDep, idempotency_key_header, problem_responses
+from servicekit import (
+    IdempotencyKeyDep,
+    SessionDep,
+    contract,
+    idempotency_key_header,
+    problem_responses,
+)
 from starlette.responses import Response
 
 from order import service
@@ -34,7 +40,7 @@ async def create_order(
     """Place an order: reserve stock, charge, confirm (idempotent by Idempotency-Key)."""
     outcome = await service.place_order(checkout, customer, key, body)
     # The stored bytes are sent as they are, so a replay is identical to the first answer.
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    headers = {contract.REPLAYED_HEADER: "true"} if outcome.replayed else None
     return Response(
         outcome.body, status_code=outcome.status, media_type=outcome.media_type, headers=headers
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servicekit import context
+from servicekit import context, contract
 from servicekit.admission.body import ADMIT, REFUSE, BodyCap
 from servicekit.admission.cache import CachedAnswer, ReadCache
 from servicekit.admission.limiter import ConcurrencyLimiter
@@ -37,6 +37,7 @@ MAX_CACHED_BYTES = 256 * 1024
 #: Paths whose route template is remembered for answers given without routing.
 MAX_REMEMBERED_PATHS = 4096
 _GET = "GET"
+_DEGRADED = contract.DEGRADED_HEADER.lower().encode()
 
 
 class AdmissionMiddleware:
@@ -240,6 +241,6 @@ async def _send_cached(send: Send, answer: CachedAnswer, *, age: float, degraded
         (b"age", str(int(age)).encode()),
     ]
     if degraded:
-        headers.append((b"x-degraded", b"cache"))
+        headers.append((_DEGRADED, b"cache"))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})

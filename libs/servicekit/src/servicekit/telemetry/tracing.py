@@ -56,6 +56,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from servicekit.contract import TRACEPARENT
+
+_TRACEPARENT = TRACEPARENT.name
+
 logger = logging.getLogger("servicekit.telemetry.tracing")
 
 #: Root sampling ratio when `OTEL_TRACES_SAMPLER` is unset (`make up` samples everything).
@@ -271,7 +275,7 @@ class TracingTransport(httpx.AsyncBaseTransport):
             return await self.inner.handle_async_request(request)
         span = tracer.start_span(f"{request.method} {self.peer}", kind=SpanKind.CLIENT)
         # Unsampled too: the next hop logs the same trace id and keeps the decision.
-        request.headers["traceparent"] = traceparent(span)
+        request.headers[_TRACEPARENT] = traceparent(span)
         try:
             response = await self.inner.handle_async_request(request)
         except BaseException as exc:
