@@ -277,9 +277,7 @@ def _run(command: str) -> int:
                 f"{', '.join(s.downstreams) or '-'}"
             )
     else:
-        print(
-            f"unknown command {command!r}; use names, packages, members or show", file=sys.stderr
-        )
+        print(f"unknown command {command!r}; use names, packages, members or show", file=sys.stderr)
         return 2
     return 0
 

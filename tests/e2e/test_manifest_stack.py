@@ -5,7 +5,6 @@ in `status`, and `down` stops it. A private stack: free ports, its own run direc
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,21 +15,11 @@ import pytest
 
 from infra.manifest import load
 from tests.architecture import extra_service as extra
+from tests.chaos.servers import free_port
 
 from .conftest import base_env
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def stack(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -49,7 +38,7 @@ def stack(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 def ledger_stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
     manifest, source = extra.write(tmp_path)
     services = load(manifest)
-    ports = dict(zip(services.names, free_ports(len(services)), strict=True))
+    ports = {name: free_port() for name in services.names}
     env = {
         **base_env(),
         "SERVICE_MANIFEST": str(manifest),
