@@ -6,6 +6,7 @@ throwaway copy of the repository) points `SERVICE_MANIFEST` at another file.
 
     python infra/manifest.py names            # one name per line, in start order
     python infra/manifest.py packages         # workspace member directories, the library first
+    python infra/manifest.py members          # every workspace member, checked against the above
     python infra/manifest.py show             # a table
 """
 
@@ -217,6 +218,31 @@ def parse(text: str, path: Path) -> Manifest:
     return Manifest(_start_order(services), path)
 
 
+def workspace_members(root: Path = REPO) -> tuple[str, ...]:
+    """Every uv workspace member directory (`[tool.uv.workspace] members` of `root`'s
+    pyproject.toml, globs expanded), the library first. Services are members, and so is any
+    other package (a load generator, a second library)."""
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = pyproject.get("tool", {}).get("uv", {}).get("workspace", {}).get("members", [])
+    found = {
+        path.relative_to(root).as_posix()
+        for pattern in globs
+        for path in root.glob(pattern)
+        if (path / "pyproject.toml").is_file()
+    }
+    return tuple(sorted(found, key=lambda member: (member != LIBRARY_PACKAGE, member)))
+
+
+def check_members(manifest: Manifest, members: tuple[str, ...]) -> None:
+    """`ManifestError` unless the library and every service's package are workspace members."""
+    missing = sorted(set(manifest.packages) - set(members))
+    if missing:
+        raise ManifestError(
+            f"{manifest.path}: package(s) {missing} are not uv workspace members; add them to "
+            "[tool.uv.workspace] members in pyproject.toml (each needs its own pyproject.toml)"
+        )
+
+
 def load(path: Path | str | None = None) -> Manifest:
     """The manifest at `path`, else `$SERVICE_MANIFEST`, else `services.toml` at the root."""
     chosen = Path(path or os.environ.get("SERVICE_MANIFEST") or DEFAULT_PATH)
@@ -225,11 +251,23 @@ def load(path: Path | str | None = None) -> Manifest:
 
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "show"
+    try:
+        return _run(command)
+    except (ManifestError, OSError) as exc:
+        print(f"manifest: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(command: str) -> int:
     manifest = load()
     if command == "names":
         print("\n".join(manifest.names))
     elif command == "packages":
         print("\n".join(manifest.packages))
+    elif command == "members":
+        members = workspace_members()
+        check_members(manifest, members)
+        print("\n".join(members))
     elif command == "show":
         print(f"{'name':<12} {'port':>5} {'prefix':<12} {'db':<3} {'pub':<3} downstreams")
         for s in manifest:
@@ -239,7 +277,7 @@ def main(argv: list[str]) -> int:
                 f"{', '.join(s.downstreams) or '-'}"
             )
     else:
-        print(f"unknown command {command!r}; use names, packages or show", file=sys.stderr)
+        print(f"unknown command {command!r}; use names, packages, members or show", file=sys.stderr)
         return 2
     return 0
 

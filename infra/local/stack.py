@@ -1,13 +1,18 @@
-"""Local stack runner: the four services as local processes (stdlib only).
+"""Local stack runner: every service of `services.toml` as a local process (stdlib only).
 
-    python infra/local/stack.py up | down | status | logs [service] [-n N]
+    python infra/local/stack.py up | down | status | plan [--json] | logs [service] [-n N]
+
+The services, their default ports, start order (each after the services it calls), which
+databases are migrated and seeded, and which `<PREFIX>_<DOWNSTREAM>_URL` each one gets all come
+from the manifest (`infra/manifest.py`; SERVICE_MANIFEST points at another file). `plan` prints
+what `up` would do without starting anything.
 
 State lives in `.run/` at the repo root (STACK_RUN_DIR moves it, so a test can run a private
 stack beside yours): `pids/<service>.pid`, `logs/<service>.log`, `traces/<service>.jsonl`
 (spans, printed by `make trace`) and the default SQLite files.
 Configuration is the environment, passed through to every service, so
 `ORDER_DATABASE_URL=postgresql://...` or `INVENTORY_REDIS_URL=redis://...` switch backends.
-Ports: ORDER_PORT, INVENTORY_PORT, PAYMENT_PORT, GATEWAY_PORT (defaults 8001-8003, 8000).
+Ports: `<PREFIX>_PORT` moves a service off its manifest port; the downstream URLs follow.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import json
 import os
 import secrets
 import signal
@@ -27,10 +33,16 @@ import urllib.request
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_local import LocalPrometheus
 
 REPO = Path(__file__).resolve().parents[2]
+# The manifest reader is stdlib-only like this script, which runs before any venv is set up
+# (`make down` falls back to the system python3).
+sys.path.insert(0, str(REPO))
+from infra import manifest  # noqa: E402
+
 RUN = Path(os.environ.get("STACK_RUN_DIR") or REPO / ".run").resolve()
 PIDS = RUN / "pids"
 LOGS = RUN / "logs"
@@ -42,13 +54,21 @@ STOP_TIMEOUT = 10.0
 
 @dataclass(frozen=True)
 class Service:
-    name: str
-    default_port: int
-    has_database: bool
+    """A manifest entry placed in this run: its real port, URL, database and files."""
+
+    entry: manifest.Service
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
 
     @property
     def prefix(self) -> str:
-        return self.name.upper()
+        return self.entry.prefix
+
+    @property
+    def default_port(self) -> int:
+        return self.entry.port
 
     @property
     def port(self) -> int:
@@ -72,13 +92,9 @@ class Service:
         return LOGS / f"{self.name}.log"
 
 
-# Start order: dependencies first, so order and gateway find their upstreams ready.
-INVENTORY = Service("inventory", 8002, True)
-PAYMENT = Service("payment", 8003, True)
-ORDER = Service("order", 8001, True)
-GATEWAY = Service("gateway", 8000, False)
-SERVICES = (INVENTORY, PAYMENT, ORDER, GATEWAY)
-BY_NAME = {s.name: s for s in SERVICES}
+def services(path: Path | str | None = None) -> tuple[Service, ...]:
+    """Every service of the manifest, in start order (`manifest.ManifestError` if malformed)."""
+    return tuple(Service(entry) for entry in manifest.load(path))
 
 
 def shown(path: Path) -> str:
@@ -108,7 +124,7 @@ def is_ours(pid: int, service: Service) -> bool:
         cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except (FileNotFoundError, ProcessLookupError, IndexError, PermissionError):
         return False
-    return state != "Z" and "uvicorn" in cmdline and f"{service.name}.main" in cmdline
+    return state != "Z" and "uvicorn" in cmdline and service.entry.app in cmdline
 
 
 def port_in_use(port: int) -> bool:
@@ -176,31 +192,88 @@ def wait_ports_free(services: tuple[Service, ...], timeout: float = 5.0) -> list
 # --- up -----------------------------------------------------------------------------------------
 
 
-def child_env() -> dict[str, str]:
+def downstream_urls(services: tuple[Service, ...]) -> dict[str, str]:
+    """`<PREFIX>_<DOWNSTREAM>_URL` of every caller, at the port its downstream really uses."""
+    by_name = {s.name: s for s in services}
+    return {
+        service.entry.url_setting(name): by_name[name].url
+        for service in services
+        for name in service.entry.downstreams
+    }
+
+
+def child_env(services: tuple[Service, ...]) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
-    for service in SERVICES:
+    for service in services:
         env[f"{service.prefix}_PORT"] = str(service.port)
-    # Upstreams follow the ports; an explicitly set URL wins.
-    env.setdefault("ORDER_INVENTORY_URL", INVENTORY.url)
-    env.setdefault("ORDER_PAYMENT_URL", PAYMENT.url)
-    env.setdefault("GATEWAY_INVENTORY_URL", INVENTORY.url)
-    env.setdefault("GATEWAY_ORDER_URL", ORDER.url)
-    env.setdefault("GATEWAY_PAYMENT_URL", PAYMENT.url)
+    # Downstreams follow the ports; an explicitly set URL wins.
+    for setting, url in downstream_urls(services).items():
+        env.setdefault(setting, url)
     # Traces without a backend: each service appends its spans to .run/traces/<service>.jsonl
     # (`make trace` prints one). Locally every request is traced, and spans reach the file
     # within half a second; the standard OTEL_* variables, when set, win.
-    for service in SERVICES:
+    for service in services:
         env.setdefault(f"{service.prefix}_TRACES_FILE", str(TRACES / f"{service.name}.jsonl"))
         # Every access line too (deployed services log errors, slow and sampled requests).
         env.setdefault(f"{service.prefix}_ACCESS_LOG_SAMPLE", "1.0")
-        if service.has_database:
+        if service.entry.database:
             # The database that was migrated (under STACK_RUN_DIR too), not the app's default.
             env[f"{service.prefix}_DATABASE_URL"] = service.database_url
     if "OTEL_TRACES_SAMPLER" not in env and "OTEL_TRACES_SAMPLER_ARG" not in env:
         env["OTEL_TRACES_SAMPLER"] = "parentbased_always_on"
     env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "500")
     return env
+
+
+def setup_steps(service: Service) -> list[tuple[str, list[str]]]:
+    """What runs before `service` starts: its migrations, then its seed (python arguments)."""
+    if not service.entry.database:
+        return []
+    url = service.database_url
+    steps = [
+        (f"{service.name}: migrations", ["-m", "servicekit.data.migrations", service.name, url])
+    ]
+    if service.entry.seed:
+        steps.append((f"{service.name}: seed", ["-m", service.entry.seed, url]))
+    return steps
+
+
+def command(service: Service) -> list[str]:
+    """The uvicorn command line that runs `service`."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        service.entry.app,
+        "--factory",
+        "--host",
+        HOST,
+        "--port",
+        str(service.port),
+        "--no-access-log",
+        "--no-server-header",  # no banner telling attackers what runs here
+    ]
+
+
+def plan(services: tuple[Service, ...]) -> list[dict[str, Any]]:
+    """What `up` would do, service by service in start order; nothing is started or written."""
+    env = child_env(services)
+    return [
+        {
+            "name": service.name,
+            "port": service.port,
+            "url": service.url,
+            "metrics": f"{HOST}:{service.port}",
+            "setup": [[sys.executable, *args] for _, args in setup_steps(service)],
+            "command": command(service),
+            "downstreams": {
+                setting: env[setting]
+                for setting in map(service.entry.url_setting, service.entry.downstreams)
+            },
+        }
+        for service in services
+    ]
 
 
 def run_step(label: str, args: list[str], env: dict[str, str]) -> None:
@@ -213,38 +286,21 @@ def run_step(label: str, args: list[str], env: dict[str, str]) -> None:
         raise SystemExit(1)
 
 
-def migrate_and_seed(env: dict[str, str]) -> None:
+def migrate_and_seed(services: tuple[Service, ...], env: dict[str, str]) -> None:
     say("Migrating databases")
-    for service in (ORDER, INVENTORY, PAYMENT):
+    for service in services:
         url = service.database_url
-        if url.startswith("sqlite:///"):
+        if service.entry.database and url.startswith("sqlite:///"):
             # SQLite creates the file, not its directory.
             (REPO / url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        run_step(
-            f"{service.name}: migrations",
-            ["-m", "servicekit.data.migrations", service.name, url],
-            env,
-        )
-    run_step("inventory: seed", ["-m", "inventory.seed", INVENTORY.database_url], env)
+        for label, args in setup_steps(service):
+            run_step(label, args, env)
 
 
 def start(service: Service, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        f"{service.name}.main:create_app",
-        "--factory",
-        "--host",
-        HOST,
-        "--port",
-        str(service.port),
-        "--no-access-log",
-        "--no-server-header",  # no banner telling attackers what runs here
-    ]
     with service.log_file.open("ab") as log:
         process = subprocess.Popen(  # noqa: S603
-            command,
+            command(service),
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -278,22 +334,23 @@ def demo_key() -> str:
     return configured or "demo-key"
 
 
-def prometheus() -> LocalPrometheus:
+def prometheus(services: tuple[Service, ...]) -> LocalPrometheus:
     """The optional local Prometheus (infra/local/prometheus_local.py), on this run's ports."""
-    return LocalPrometheus(RUN, HOST, {s.default_port: s.port for s in SERVICES})
+    return LocalPrometheus(RUN, HOST, {s.default_port: s.port for s in services})
 
 
-def print_banner(metrics: str) -> None:
+def print_banner(services: tuple[Service, ...], metrics: str) -> None:
     key = demo_key()
+    gateway = next(s for s in services if s.entry.gateway)
     say("\nStack is up.")
-    for service in SERVICES:
+    for service in services:
         say(f"  {service.name:<10} {service.url}")
     say(f"  logs       {shown(LOGS)}/<service>.log   (stack.py logs [service])")
     say(f"  traces     {shown(TRACES)}/<service>.jsonl   (make trace [TRACE=<id>])")
     say(f"  prometheus {metrics}")
     say(f"\nAPI key: {key}\nTry a checkout:\n")
     say(
-        f"curl -sS -X POST {GATEWAY.url}/api/orders \\\n"
+        f"curl -sS -X POST {gateway.url}/api/orders \\\n"
         f"  -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
         f"  -H 'Idempotency-Key: {secrets.token_hex(8)}' \\\n"
         '  -d \'{"items": [{"sku": "mug-stoneware-350ml", "quantity": 1}]}\'\n'
@@ -301,33 +358,33 @@ def print_banner(metrics: str) -> None:
     say("Stop with: make down")
 
 
-def cmd_up(_: argparse.Namespace) -> int:
+def cmd_up(services: tuple[Service, ...], _: argparse.Namespace) -> int:
     for directory in (RUN, PIDS, LOGS):
         directory.mkdir(parents=True, exist_ok=True)
-    running = [s.name for s in SERVICES if (pid := read_pid(s)) is not None and is_ours(pid, s)]
+    running = [s.name for s in services if (pid := read_pid(s)) is not None and is_ours(pid, s)]
     if running:
         say(f"Already running: {', '.join(running)}. Run `make down` first.")
         return 1
-    for service in SERVICES:
+    for service in services:
         service.pid_file.unlink(missing_ok=True)  # stale: its process is gone
-    busy = [f"{s.name} ({s.port})" for s in SERVICES if port_in_use(s.port)]
+    busy = [f"{s.name} ({s.port})" for s in services if port_in_use(s.port)]
     if busy:
         say(
             f"Port already in use: {', '.join(busy)}. Something else is listening there; "
-            "stop it (if it is an earlier stack: `make down`) or set <SERVICE>_PORT."
+            "stop it (if it is an earlier stack: `make down`) or set <PREFIX>_PORT."
         )
         return 1
-    env = child_env()
-    migrate_and_seed(env)
+    env = child_env(services)
+    migrate_and_seed(services, env)
     say("Starting services")
     started: dict[Service, subprocess.Popen[bytes]] = {}
-    log_starts = {s: s.log_file.stat().st_size if s.log_file.exists() else 0 for s in SERVICES}
+    log_starts = {s: s.log_file.stat().st_size if s.log_file.exists() else 0 for s in services}
     try:
-        for service in SERVICES:
+        for service in services:
             started[service] = start(service, env)
         failed = wait_ready(started)
         # Optional, never fatal; started last, once there is something to scrape.
-        metrics = prometheus().start() if failed is None else ""
+        metrics = prometheus(services).start() if failed is None else ""
     except BaseException:
         stop(list(started))
         raise
@@ -339,19 +396,35 @@ def cmd_up(_: argparse.Namespace) -> int:
         say("\nStopping what was started.")
         stop(list(started))
         return 1
-    print_banner(metrics)
+    print_banner(services, metrics)
+    return 0
+
+
+def cmd_plan(services: tuple[Service, ...], args: argparse.Namespace) -> int:
+    steps = plan(services)
+    if args.json:
+        say(json.dumps(steps, indent=2))
+        return 0
+    say(f"`up` would start, in this order (run dir {shown(RUN)}):")
+    for step in steps:
+        say(f"\n{step['name']}  {step['url']}  (metrics {step['metrics']}/metrics)")
+        for argv in step["setup"]:
+            say(f"  setup    {' '.join(argv)}")
+        say(f"  command  {' '.join(step['command'])}")
+        for setting, url in step["downstreams"].items():
+            say(f"  env      {setting}={url}")
     return 0
 
 
 # --- down, status, logs ---------------------------------------------------------------------------
 
 
-def cmd_down(_: argparse.Namespace) -> int:
+def cmd_down(services: tuple[Service, ...], _: argparse.Namespace) -> int:
     say("Stopping services")
-    if prometheus().stop():
+    if prometheus(services).stop():
         say(f"  {'prometheus':<10} stopped")
-    stop(SERVICES)
-    busy = wait_ports_free(SERVICES)
+    stop(services)
+    busy = wait_ports_free(services)
     if busy:
         ports = ", ".join(f"{s.name} ({s.port})" for s in busy)
         say(
@@ -363,10 +436,10 @@ def cmd_down(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(_: argparse.Namespace) -> int:
+def cmd_status(services: tuple[Service, ...], _: argparse.Namespace) -> int:
     say(f"{'service':<10} {'pid':>8} {'alive':<6} {'port':>5} {'ready':<5}")
     all_ready = True
-    for service in SERVICES:
+    for service in services:
         pid = read_pid(service)
         alive = pid is not None and is_ours(pid, service)
         ready = is_ready(service)
@@ -376,7 +449,7 @@ def cmd_status(_: argparse.Namespace) -> int:
             f"{service.port:>5} {'yes' if ready else 'no':<5}"
         )
     # Optional: shown, but never part of the exit code.
-    local = prometheus()
+    local = prometheus(services)
     pid = local.pid()
     say(
         f"{'prometheus':<10} {pid or '-':>8} {'yes' if pid else 'no':<6} "
@@ -385,19 +458,19 @@ def cmd_status(_: argparse.Namespace) -> int:
     return 0 if all_ready else 3
 
 
-def cmd_logs(args: argparse.Namespace) -> int:
-    services = [BY_NAME[args.service]] if args.service else list(SERVICES)
-    label = len(services) > 1
-    for service in services:
+def cmd_logs(services: tuple[Service, ...], args: argparse.Namespace) -> int:
+    chosen = [s for s in services if s.name == args.service] if args.service else list(services)
+    label = len(chosen) > 1
+    for service in chosen:
         for line in tail(service.log_file, args.n or 10):
             say(f"{service.name:<10}| {line.rstrip()}" if label else line.rstrip())
     if args.n:
         return 0
     # tail -f: follow every file from its current end; files may appear later.
-    offsets = {s: s.log_file.stat().st_size if s.log_file.exists() else 0 for s in services}
+    offsets = {s: s.log_file.stat().st_size if s.log_file.exists() else 0 for s in chosen}
     try:
         while True:
-            for service in services:
+            for service in chosen:
                 if not service.log_file.exists():
                     continue
                 with service.log_file.open("rb") as handle:
@@ -414,18 +487,31 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        chosen = services()
+    except (manifest.ManifestError, OSError) as exc:
+        print(f"stack.py: cannot read the service manifest: {exc}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(description="Run the local stack (see infra/local/README.md).")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="migrate, seed, start every service, wait until ready")
     commands.add_parser("down", help="stop what `up` started")
     commands.add_parser("status", help="pid, liveness, port and readiness per service")
+    plan_parser = commands.add_parser("plan", help="print what `up` would start; start nothing")
+    plan_parser.add_argument("--json", action="store_true", help="as JSON, one object a service")
     logs = commands.add_parser("logs", help="follow the logs (or print the last N lines)")
-    logs.add_argument("service", nargs="?", choices=sorted(BY_NAME))
+    logs.add_argument("service", nargs="?", choices=sorted(s.name for s in chosen))
     logs.add_argument("-n", type=int, default=0, help="print the last N lines and exit")
     args = parser.parse_args(argv)
-    handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "logs": cmd_logs}
+    handler = {
+        "up": cmd_up,
+        "down": cmd_down,
+        "status": cmd_status,
+        "plan": cmd_plan,
+        "logs": cmd_logs,
+    }
     try:
-        return handler[args.command](args)
+        return handler[args.command](chosen, args)
     except KeyboardInterrupt:
         # `up` has already stopped whatever it had started (see cmd_up).
         say("\nInterrupted." + (" Nothing is left running." if args.command == "up" else ""))

@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from infra.manifest import load
+
 ROOT = Path(__file__).resolve().parents[2]
-APPS = {
-    "order": ROOT / "services/order/src/order",
-    "inventory": ROOT / "services/inventory/src/inventory",
-    "payment": ROOT / "services/payment/src/payment",
-    "gateway": ROOT / "gateway/src/gateway",
-}
+
+
+def apps() -> dict[str, Path]:
+    """Every service of the manifest: its import name and where its sources are."""
+    return {service.module: ROOT / service.source_dir for service in load()}
+
+
+APPS = apps()
 LIBRARY = ROOT / "libs/servicekit/src/servicekit"
 FORBIDDEN_MIDDLEWARE = {"BaseHTTPMiddleware", "SlowAPIMiddleware"}
 

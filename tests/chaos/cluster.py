@@ -1,4 +1,4 @@
-"""A private stack: `infra/local/stack.py up/down` on four free ports and a temp run dir,
+"""A private stack: `infra/local/stack.py up/down` on free ports and a temp run dir,
 plus what a chaos test does to it: kill a service, restart it, read its pid, RSS and metrics.
 
 A restart replays the killed process exactly: its command line, environment and working
@@ -26,11 +26,11 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from infra.manifest import Manifest, load
+
 from .servers import HOST, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("gateway", "order", "inventory", "payment")
-PREFIXES = tuple(s.upper() for s in SERVICES)
 #: The customers of the private stack; each test picks keys from here.
 API_KEYS = {f"chaos-key-{n}": f"customer-{n}" for n in range(1, 9)}
 ADMIN_TOKEN = "chaos-admin-token"
@@ -90,7 +90,10 @@ class Stack:
 
     run_dir: Path
     env: dict[str, str]
-    ports: dict[str, int] = field(default_factory=lambda: {s: free_port() for s in SERVICES})
+    #: What `stack.py` reads too (SERVICE_MANIFEST, when set, is passed on in `env`).
+    manifest: Manifest = field(default_factory=load)
+    #: A free port per service, filled in from the manifest unless given.
+    ports: dict[str, int] = field(default_factory=dict)
     launches: dict[str, Launch] = field(default_factory=dict)
     #: Processes this test started (restarts), kept to reap them.
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -99,8 +102,14 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.env = {**self.env, "STACK_RUN_DIR": str(self.run_dir)}
+        self.ports = self.ports or {s: free_port() for s in self.services}
         for service, port in self.ports.items():
-            self.env[f"{service.upper()}_PORT"] = str(port)
+            self.env[f"{self.manifest.get(service).prefix}_PORT"] = str(port)
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """Every service the stack runs, in start order."""
+        return self.manifest.names
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -121,7 +130,7 @@ class Stack:
             output = f"{done.stdout}{done.stderr}"
             raise RuntimeError(f"stack.py up failed ({done.returncode}):\n{output}")
         # Kept now, while every process is alive: any of them can be started again later.
-        self.launches = {s: _read_launch(self.pid(s)) for s in SERVICES}
+        self.launches = {s: _read_launch(self.pid(s)) for s in self.services}
 
     def down(self) -> None:
         done = self._stack("down", timeout=60)
@@ -151,7 +160,7 @@ class Stack:
             cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
         except (FileNotFoundError, ProcessLookupError, IndexError):
             return False
-        return state != "Z" and "uvicorn" in cmdline and f"{service}.main" in cmdline
+        return state != "Z" and "uvicorn" in cmdline and self.manifest.get(service).app in cmdline
 
     def rss_bytes(self, service: str) -> int:
         return _status_field(self.pid(service), "VmRSS") * 1024
@@ -230,7 +239,7 @@ class Stack:
 
     def log_marks(self) -> dict[str, int]:
         """Each service's log length now, for a digest of what comes after."""
-        return {s: len(self.log_lines(s)) for s in SERVICES}
+        return {s: len(self.log_lines(s)) for s in self.services}
 
     def log_digest(self, service: str, since: int = 0, top: int = 8) -> str:
         """The service's warnings and errors, counted by message, and any traceback's tail."""
@@ -258,13 +267,15 @@ def stack_env(
     own settings never leak in. Timers are short so a scenario settles in seconds: recovery
     every second, a saga is stale after 2 s, expired holds swept every second.
     """
-    foreign = tuple(f"{p}_" for p in PREFIXES)
+    manifest = load()
+    keys = API_KEYS.items()
+    foreign = tuple(f"{s.prefix}_" for s in manifest)
     env = {k: v for k, v in os.environ.items() if not k.startswith(foreign)}
     env.pop("STACK_RUN_DIR", None)
     env.update(
         {
-            "GATEWAY_API_KEYS": ",".join(f"{k}:{c}" for k, c in API_KEYS.items()),
-            "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
+            f"{manifest.gateway.prefix}_API_KEYS": ",".join(f"{k}:{c}" for k, c in keys),
+            f"{manifest.gateway.prefix}_ADMIN_TOKEN": ADMIN_TOKEN,
             "ORDER_SAGA_RECOVERY_INTERVAL_SECONDS": "1",
             "ORDER_SAGA_STALE_SECONDS": "2",
             "ORDER_RESERVATION_TTL_SECONDS": "60",
@@ -274,9 +285,9 @@ def stack_env(
             "STACK_READY_TIMEOUT": "90",
         }
     )
-    for prefix in ("ORDER", "INVENTORY", "PAYMENT"):
-        env[f"{prefix}_DATABASE_URL"] = database_url
-    for prefix in PREFIXES:
-        env[f"{prefix}_REDIS_URL"] = redis_url
+    for service in manifest:
+        if service.database:
+            env[f"{service.prefix}_DATABASE_URL"] = database_url
+        env[f"{service.prefix}_REDIS_URL"] = redis_url
     env.update(overrides or {})
     return env

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import SERVICES, Stack, stack_env
+from .cluster import Stack, stack_env
 from .receiver import WebhookReceiver
 from .scenarios import CLOSED, FAST_BREAKERS, set_faults, wait_breaker
 from .servers import PG_BIN, PrivatePostgres, PrivateRedis
@@ -105,7 +105,7 @@ def _stop(postgres: PrivatePostgres, stack: Stack) -> None:
     try:
         stack.down()
     finally:
-        for service in SERVICES:  # shown only when a test fails
+        for service in stack.services:  # shown only when a test fails
             print(stack.log_digest(service))
         if postgres.is_running():
             database = stack.env["ORDER_DATABASE_URL"].rsplit("/", 1)[1]
@@ -140,17 +140,17 @@ async def chaos_stack(
         postgres.start()
     if not redis.ping():
         redis.start()
-    for service in SERVICES:
+    for service in stack.services:
         if not stack.is_alive(service):
             await stack.restart(service)
     for service in ("payment", "inventory"):
         await set_faults(stack, service)
-    for dependency in ("payment", "inventory"):
+    for dependency in stack.manifest.get("order").downstreams:  # its breakers
         await wait_breaker(stack, dependency, CLOSED, timeout=15)
     stack.checked = False
     marks = stack.log_marks()
     yield stack
-    for service in SERVICES:  # shown only when the test fails
+    for service in stack.services:  # shown only when the test fails
         print(stack.log_digest(service, since=marks[service]))
     if _passed(request):
         assert stack.checked, "the scenario never checked the invariants (check_invariants)"

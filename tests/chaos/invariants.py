@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from .cluster import SERVICES, Stack, wait_until
+from .cluster import Stack, wait_until
 from .load import Recorder
 
 #: Saga states a fault may leave behind (order.models.OPEN_SAGA_STATES).
@@ -68,10 +68,10 @@ async def check_invariants(stack: Stack, recorder: Recorder, settle_timeout: flo
     """Fail the test on any broken invariant; call once the load has stopped."""
     stack.checked = True
     # Processes first: a dead service would also stop the sagas from settling.
-    dead = [s for s in SERVICES if not stack.is_alive(s)]
+    dead = [s for s in stack.services if not stack.is_alive(s)]
     assert not dead, f"processes died: {dead}"
     async with httpx.AsyncClient(timeout=5.0) as client:
-        for service in SERVICES:
+        for service in stack.services:
             health = await client.get(f"{stack.url(service)}/healthz")
             assert health.status_code == 200, f"{service} /healthz {health.status_code}"
 

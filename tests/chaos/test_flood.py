@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 
-from .cluster import SERVICES, Stack
+from .cluster import Stack
 from .conftest import MakeStack
 from .invariants import check_invariants
 from .load import Outcome, Recorder, percentile
@@ -38,7 +38,7 @@ async def test_flood_at_4x_capacity_sheds_and_keeps_serving(make_stack: MakeStac
         load = Recorder(client, keys(4))
         warm = [await load.checkout() for _ in range(4)]
         assert all(o.status == 201 for o in warm), load.summary()
-        rss_before = {s: stack.rss_bytes(s) for s in SERVICES}
+        rss_before = {s: stack.rss_bytes(s) for s in stack.services}
 
         rng = random.Random(3)
 
@@ -46,7 +46,7 @@ async def test_flood_at_4x_capacity_sheds_and_keeps_serving(make_stack: MakeStac
             return await (load.checkout() if rng.random() < 0.7 else load.read_product())
 
         flood = await load.open_loop(mixed, rate=4 * CAPACITY, seconds=FLOOD_SECONDS)
-    rss_after = {s: stack.rss_bytes(s) for s in SERVICES}
+    rss_after = {s: stack.rss_bytes(s) for s in stack.services}
     await check_invariants(stack, load)
 
     assert_clean_failures(load.outcomes, allowed=(200, 201, 429, 503))
@@ -57,18 +57,21 @@ async def test_flood_at_4x_capacity_sheds_and_keeps_serving(make_stack: MakeStac
     assert checkouts, f"no checkout got through: {load.summary()}"
     tiers = {
         tier: sum(
-            [await stack.metric(s, "servicekit_shed_requests_total", tier=tier) for s in SERVICES]
+            [
+                await stack.metric(s, "servicekit_shed_requests_total", tier=tier)
+                for s in stack.services
+            ]
         )
         for tier in ("access", "service", "data")
     }
     counted = sum(tiers.values())
     assert counted > 0, f"servicekit_shed_requests counted nothing: {load.summary()}"
-    for service in SERVICES:
+    for service in stack.services:
         assert rss_after[service] <= rss_before[service] * 1.2 + 16 * 2**20, (
             f"{service} RSS {rss_before[service] >> 20} -> {rss_after[service] >> 20} MiB"
         )
     shed_p99 = percentile((o.latency for o in shed), 99)
-    rss_mib = {s: rss_after[s] >> 20 for s in SERVICES}
+    rss_mib = {s: rss_after[s] >> 20 for s in stack.services}
     print(
         f"capacity {CAPACITY}/s; flood {len(flood)} requests at "
         f"{4 * CAPACITY}/s: {len(goodput)} served, {len(shed)} shed "

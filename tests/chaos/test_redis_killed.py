@@ -12,7 +12,7 @@ import asyncio
 
 import httpx
 
-from .cluster import SERVICES, Stack, wait_until
+from .cluster import Stack, wait_until
 from .invariants import check_invariants
 from .load import Recorder
 from .scenarios import assert_clean_failures, gateway, keys
@@ -26,7 +26,7 @@ async def poll_health(stack: Stack, stop: asyncio.Event) -> list[tuple[str, int]
     seen: list[tuple[str, int]] = []
     async with httpx.AsyncClient(timeout=2.0) as client:
         while not stop.is_set():
-            for service in SERVICES:
+            for service in stack.services:
                 try:
                     status = (await client.get(f"{stack.url(service)}/healthz")).status_code
                 except httpx.HTTPError:
@@ -74,7 +74,7 @@ async def test_redis_killed_no_5xx_health_unaffected(
             return await stack.metric("gateway", "servicekit_rate_limit_fallback") == 0
 
         async def all_ready() -> bool:
-            return all([await stack.ready(s) for s in SERVICES])
+            return all([await stack.ready(s) for s in stack.services])
 
         back_in = await wait_until(limits_shared_again, 20, "gateway limits back on Redis")
         await wait_until(all_ready, 10, "every service ready with Redis back")

@@ -23,6 +23,8 @@ import asyncpg
 import httpx
 import pytest
 
+from infra.manifest import load
+
 REPO = Path(__file__).resolve().parents[2]
 STACK_UP = ["make", "up"]
 STACK_DOWN = ["make", "down"]
@@ -35,8 +37,14 @@ DIRECT = {
 POSTGRES_ADMIN_URL = os.environ.get("E2E_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/0")
 API_KEYS = "demo-key:customer-demo,other-key:customer-other,loadtest-key:customer-loadtest:loadtest"
-SERVICES = {"gateway": 8000, "order": 8001, "inventory": 8002, "payment": 8003}
-PREFIXES = ("ORDER", "INVENTORY", "PAYMENT", "GATEWAY")
+
+
+def service_ports() -> dict[str, int]:
+    """Every service of the manifest and the port `make up` puts it on (none is moved here)."""
+    return {service.name: service.port for service in load()}
+
+
+SERVICES = service_ports()
 
 
 @dataclass
@@ -81,12 +89,27 @@ def read_pids() -> dict[str, int]:
     return pids
 
 
-def _base_env() -> dict[str, str]:
-    # The stack must not pick up a developer's own database, Redis or port settings.
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(tuple(f"{p}_" for p in PREFIXES))
-    }
-    env["GATEWAY_API_KEYS"] = API_KEYS
+def base_env() -> dict[str, str]:
+    """This environment without any service's own settings, plus the test's API keys.
+
+    The stack must not pick up a developer's own database, Redis or port settings.
+    """
+    manifest = load()
+    foreign = tuple(f"{service.prefix}_" for service in manifest)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(foreign)}
+    env[f"{manifest.gateway.prefix}_API_KEYS"] = API_KEYS
+    return env
+
+
+def backend_env(database_url: str | None, redis_url: str | None = None) -> dict[str, str]:
+    """Each service with a database on `database_url` (a `{name}` in it is the service's name),
+    and every service on `redis_url`."""
+    env: dict[str, str] = {}
+    for service in load():
+        if service.database and database_url:
+            env[f"{service.prefix}_DATABASE_URL"] = database_url.format(name=service.name)
+        if redis_url:
+            env[f"{service.prefix}_REDIS_URL"] = redis_url
     return env
 
 
@@ -103,20 +126,16 @@ def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     mode: str = request.param
-    env = _base_env()
+    env = base_env()
     database = None
     if mode == "sqlite":
         directory = tmp_path_factory.mktemp("e2e-sqlite")
-        for prefix in PREFIXES[:3]:
-            env[f"{prefix}_DATABASE_URL"] = f"sqlite:///{directory}/{prefix.lower()}.db"
+        env.update(backend_env(f"sqlite:///{directory}/{{name}}.db"))
     else:
         database = f"e2e_{secrets.token_hex(6)}"
         asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
         url = f"{POSTGRES_ADMIN_URL.rpartition('/')[0]}/{database}"
-        for prefix in PREFIXES[:3]:
-            env[f"{prefix}_DATABASE_URL"] = url
-        for prefix in PREFIXES:
-            env[f"{prefix}_REDIS_URL"] = REDIS_URL
+        env.update(backend_env(url, REDIS_URL))
     try:
         started = run_stack("up", env)
         if started.returncode != 0:

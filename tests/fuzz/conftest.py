@@ -1,4 +1,4 @@
-"""The four apps in-process for schemathesis, wired to each other as they run in production.
+"""Every app in-process for schemathesis, wired to each other as they run in production.
 
 gateway -> order -> inventory + payment, each with its own migrated SQLite database (inventory
 seeded with the catalog), every hop over `httpx.ASGITransport` with the real service credential.
@@ -8,6 +8,7 @@ schemathesis drives the outermost app with, and stops with it.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,6 @@ from gateway.config import GatewaySettings
 from gateway.main import create_app as create_gateway
 from inventory.config import InventorySettings
 from inventory.main import create_app as create_inventory
-from inventory.seed import main as seed_inventory
 from order.config import OrderSettings
 from order.main import create_app as create_order
 from payment.config import PaymentSettings
@@ -30,6 +30,8 @@ from payment.main import create_app as create_payment
 from servicekit import mint_service_token
 from servicekit.data.migrations import upgrade
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from infra.manifest import load
 
 SECRET = "fuzz-service-secret"
 API_KEY = "fuzz-key"
@@ -86,10 +88,10 @@ class Apps:
 
     def _database(self, name: str) -> str:
         url = f"sqlite:///{self.root / name}.db"
-        if name == "inventory":
-            seed_inventory([url])  # migrations, then the catalog
-        else:
-            upgrade(url, name)
+        upgrade(url, name)
+        seed = load().get(name).seed
+        if seed:
+            importlib.import_module(seed).main([url])  # as `make up` runs it
         return url
 
     def _common(self) -> dict[str, Any]:
@@ -120,17 +122,13 @@ class Apps:
         return run_downstreams(app, inventory, payment)
 
     def gateway(self) -> FastAPI:
-        upstreams = {
-            "order.internal": Downstream(self.order()),
-            "inventory.internal": Downstream(self.inventory()),
-            "payment.internal": Downstream(self.payment()),
-        }
+        # Every service the manifest says the gateway calls, each at `http://<name>.internal`.
+        names = load().gateway.downstreams
+        upstreams = {f"{name}.internal": Downstream(getattr(self, name)()) for name in names}
         settings = GatewaySettings(
             api_keys=f"{API_KEY}:{CUSTOMER}",
             admin_token=ADMIN_TOKEN,
-            order_url="http://order.internal",
-            inventory_url="http://inventory.internal",
-            payment_url="http://payment.internal",
+            **{f"{name}_url": f"http://{name}.internal" for name in names},
             **self._common(),
         )
         app = create_gateway(settings, transport=_Routed(lambda r: upstreams[r.url.host]))

@@ -27,10 +27,11 @@ from typing import Any
 import httpx
 import pytest
 
+from infra.manifest import load
+
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "observability" / "grafana" / "dashboards"
 STACK = [sys.executable, "infra/local/stack.py"]
-PREFIXES = ("GATEWAY", "ORDER", "INVENTORY", "PAYMENT")
 API_KEYS = "demo-key:customer-demo,loadtest-key:customer-loadtest:loadtest"
 #: What Grafana would put in place of its variables. 15 s spans 15 scrapes at 1 s.
 VARIABLES = {"$__rate_interval": "15s", "$__interval": "5s", "$__range": "1m", "$service": ".*"}
@@ -73,9 +74,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             "(Debian package `prometheus`)",
             pytrace=False,
         )
-    *ports, prometheus_port = free_ports(5)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIXES)}
-    env.update({f"{prefix}_PORT": str(port) for prefix, port in zip(PREFIXES, ports, strict=True)})
+    services = load()
+    *ports, prometheus_port = free_ports(len(services) + 1)
+    port_of = dict(zip(services.names, ports, strict=True))
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(tuple(s.prefix for s in services))
+    }
+    env.update({f"{s.prefix}_PORT": str(port_of[s.name]) for s in services})
     env.update(
         STACK_RUN_DIR=str(tmp_path_factory.mktemp("observability-stack")),
         PROMETHEUS_PORT=str(prometheus_port),
@@ -88,7 +93,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         started = run("up", env)
         assert started.returncode == 0, f"stack up failed:\n{started.stdout}\n{started.stderr}"
         assert f"prometheus {prometheus}" in started.stdout, started.stdout
-        yield Live(gateway=f"http://127.0.0.1:{ports[0]}", prometheus=prometheus)
+        gateway = f"http://127.0.0.1:{port_of[services.gateway.name]}"
+        yield Live(gateway=gateway, prometheus=prometheus)
     finally:
         stopped = run("down", env)
         assert stopped.returncode == 0, f"stack down failed:\n{stopped.stdout}\n{stopped.stderr}"

@@ -1,4 +1,5 @@
-"""One checkout sent with a `traceparent`: its trace id in the logs and spans of all four services.
+"""One checkout sent with a `traceparent`: its trace id in the logs and spans of each service
+it crosses.
 
 A private stack (free ports, its own STACK_RUN_DIR) started the way `make up` starts it, so the
 local trace files and JSON logs are the ones a developer reads.
@@ -19,8 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from infra.manifest import load
+
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("gateway", "order", "inventory", "payment")
 TRACE = "5c1d0e3f6a7b8c9d0e1f2a3b4c5d6e7f"
 PARENT = "1a2b3c4d5e6f7a8b"
 # The server spans one checkout must produce downstream of the gateway.
@@ -46,15 +48,13 @@ def free_ports(count: int) -> list[int]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     run_dir = tmp_path_factory.mktemp("trace-stack")
-    ports = dict(zip(SERVICES, free_ports(4), strict=True))
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("GATEWAY_", "ORDER_", "INVENTORY_", "PAYMENT_", "OTEL_"))
-    }
+    services = load()
+    ports = dict(zip(services.names, free_ports(len(services)), strict=True))
+    foreign = (*(f"{s.prefix}_" for s in services), "OTEL_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(foreign)}
     env["STACK_RUN_DIR"] = str(run_dir)
-    for service, port in ports.items():
-        env[f"{service.upper()}_PORT"] = str(port)
+    for service in services:
+        env[f"{service.prefix}_PORT"] = str(ports[service.name])
     command = [sys.executable, "infra/local/stack.py"]
     up = subprocess.run(
         [*command, "up"], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
@@ -62,12 +62,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]
     try:
         if up.returncode != 0:
             pytest.fail(f"stack did not start:\n{up.stdout}\n{up.stderr}", pytrace=False)
-        yield f"http://127.0.0.1:{ports['gateway']}", run_dir
+        yield f"http://127.0.0.1:{ports[services.gateway.name]}", run_dir
     finally:
         down = subprocess.run(
             [*command, "down"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
         )
         assert down.returncode == 0, down.stdout
+
+
+def checkout_services() -> set[str]:
+    """The services a checkout crosses: the gateway, order, and everything order calls."""
+    manifest = load()
+    reached, todo = {manifest.gateway.name}, ["order"]
+    while todo:
+        name = todo.pop()
+        reached.add(name)
+        todo.extend(d for d in manifest.get(name).downstreams if d not in reached)
+    return reached
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
@@ -95,11 +106,12 @@ def test_checkout_trace_id_is_in_the_logs_and_spans_of_every_service(
     # Spans reach the files in batches (OTEL_BSP_SCHEDULE_DELAY=500 in local mode), each
     # service on its own schedule: a child can be written before its parent ends, and one
     # service's last span after another's. Wait for one connected tree with every server span.
+    crossed = checkout_services()
     deadline = time.monotonic() + 15
     while True:
         spans = [
             s
-            for service in SERVICES
+            for service in crossed
             for s in lines(run_dir / "traces" / f"{service}.jsonl")
             if s["trace_id"] == TRACE
         ]
@@ -110,7 +122,7 @@ def test_checkout_trace_id_is_in_the_logs_and_spans_of_every_service(
         if complete or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert {s["service"] for s in spans} == set(SERVICES)
+    assert {s["service"] for s in spans} == crossed
 
     # One connected tree under the caller's span: every parent is in the trace but the root's.
     assert len(roots) == 1, [(s["service"], s["name"], s["parent_span_id"]) for s in roots]
@@ -120,7 +132,7 @@ def test_checkout_trace_id_is_in_the_logs_and_spans_of_every_service(
     assert EXPECTED_SERVERS.issubset(servers), servers
     assert any(s["attributes"].get("db.system.name") for s in spans)  # database spans too
 
-    for service in SERVICES:
+    for service in sorted(crossed):
         entries = [e for e in lines(run_dir / "logs" / f"{service}.log") if e.get("trace_id")]
         ours = [e for e in entries if e["trace_id"] == TRACE]
         assert ours, f"{service} logged nothing with the trace id"

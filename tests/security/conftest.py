@@ -1,9 +1,11 @@
 """Apps in-process for the OWASP API Top 10 matrix: the gateway over recorded fake upstreams,
-the order service on SQLite over fake inventory and payment that speak their contracts.
+the order service on SQLite over fake inventory and payment that speak their contracts, and
+every service of the manifest built by its own factory (`service_app`).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -19,14 +21,17 @@ from gateway.config import GatewaySettings
 from gateway.main import create_app as create_gateway
 from order.config import OrderSettings
 from order.main import create_app as create_order
-from servicekit import mint_service_token
+from servicekit import ServiceSettings, mint_service_token
 from servicekit.data.migrations import upgrade
 from servicekit.testing import lifespan_client
+
+from infra.manifest import Service, load
 
 SECRET = "security-service-secret"
 ADMIN_TOKEN = "security-admin-token"
 KEYS = "alice-key:customer-alice,bob-key:customer-bob"
-HOSTS = {"order.internal", "inventory.internal", "payment.internal"}
+#: The gateway's upstreams, one fake host per service it calls (`<name>.internal`).
+HOSTS = {f"{name}.internal" for name in load().gateway.downstreams}
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
@@ -78,9 +83,7 @@ def gateway_settings(**overrides: Any) -> GatewaySettings:
         "api_keys": KEYS,
         "service_token": SECRET,
         "admin_token": ADMIN_TOKEN,
-        "order_url": "http://order.internal",
-        "inventory_url": "http://inventory.internal",
-        "payment_url": "http://payment.internal",
+        **{f"{name}_url": f"http://{name}.internal" for name in load().gateway.downstreams},
         "max_body_bytes": 4096,
         "_env_file": None,
     }
@@ -178,3 +181,34 @@ def order_app(tmp_path: Path, downstreams: FakeDownstreams) -> FastAPI:
         inventory_transport=httpx.MockTransport(downstreams.inventory),
         payment_transport=httpx.MockTransport(downstreams.payment),
     )
+
+
+def settings_class(service: Service) -> type[ServiceSettings]:
+    """The settings class in `<module>.config`: the one reading the service's env prefix."""
+    config = importlib.import_module(f"{service.module}.config")
+    found = [
+        value
+        for value in vars(config).values()
+        if isinstance(value, type)
+        and issubclass(value, ServiceSettings)
+        and value.model_config.get("env_prefix") == f"{service.prefix}_"
+    ]
+    assert len(found) == 1, (
+        f"{service.module}.config: no single settings class for {service.prefix}_"
+    )
+    return found[0]
+
+
+def service_app(service: Service) -> FastAPI:
+    """`service` built by its own `create_app` over test settings (`gateway_settings` for the
+    gateway), never started: enough to read its routes and OpenAPI document."""
+    main = importlib.import_module(f"{service.module}.main")
+    if service.gateway:
+        settings: ServiceSettings = gateway_settings()
+    else:
+        values: dict[str, Any] = {"environment": "test", "service_token": SECRET}
+        if service.database:
+            values["database_url"] = "sqlite:///unused.db"
+        settings = settings_class(service)(_env_file=None, **values)
+    app: FastAPI = main.create_app(settings)
+    return app
