@@ -6,9 +6,8 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from servicekit import problem_responses
+from servicekit import inject_faults, problem_responses
 from servicekit.edge.openapi import required_header
-from servicekit.faults import inject_faults
 
 from payment.dependencies import IDEMPOTENCY_KEY_PATTERN, ChargeServiceDep, IdempotencyKeyDep
 from payment.exceptions import PaymentDeclinedError
@@ -36,8 +35,8 @@ async def create_charge(
     outcome = await service.create_charge(body, key)
     charge = ChargePublic.model_validate(outcome.charge)
     if outcome.declined:
-        # Returned, not raised: raising would roll back the unit of work, and a declined
-        # charge must stay recorded so its replays answer 402 too.
+        # A declined charge is an outcome the use case recorded (and committed), not an error
+        # it raised: its replays answer this same 402.
         return PaymentDeclinedError(
             "the payment provider declined this charge",
             extra={"charge": charge.model_dump(mode="json")},
