@@ -13,16 +13,16 @@ from order.exceptions import (
     MissingCustomerError,
     MissingIdempotencyKeyError,
 )
-from order.saga import Checkout
+from order.service import OrderService
 
 #: Printable ASCII, 1..255 characters (also the documented pattern of the header).
 IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"
 _KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
-async def _checkout(request: Request) -> Checkout:
-    checkout: Checkout = request.state.checkout
-    return checkout
+async def _order_service(request: Request) -> OrderService:
+    service: OrderService = request.state.service
+    return service
 
 
 async def _customer() -> str:
@@ -46,6 +46,6 @@ async def _idempotency_key(request: Request) -> str:
     return idempotency_key
 
 
-CheckoutDep = Annotated[Checkout, Depends(_checkout)]
+OrderServiceDep = Annotated[OrderService, Depends(_order_service)]
 CustomerDep = Annotated[str, Depends(_customer)]
 IdempotencyKeyDep = Annotated[str, Depends(_idempotency_key)]
