@@ -146,14 +146,11 @@ class InventoryService:
     async def commit(self, reservation_id: str) -> Reservation:
         """Take held stock for good. Idempotent; expired (swept or not) cannot be committed."""
         async with self.unit_of_work() as repo:
-            if await repo.transition(
-                reservation_id, ReservationStatus.COMMITTED, now=self.clock(), live=True
-            ):
-                reservation = await _load(repo, reservation_id)
-                await repo.settle_stock(
-                    ((i.sku, i.quantity) for i in reservation.items), consume=True
-                )
-                return reservation
+            moved = await _settle(
+                repo, reservation_id, ReservationStatus.COMMITTED, now=self.clock(), live=True
+            )
+            if moved is not None:
+                return moved
             reservation = await _load(repo, reservation_id)
         if reservation.status == ReservationStatus.COMMITTED:
             return reservation
@@ -163,12 +160,11 @@ class InventoryService:
     async def release(self, reservation_id: str) -> Reservation:
         """Give held stock back. Idempotent; a committed reservation cannot be released."""
         async with self.unit_of_work() as repo:
-            if await repo.transition(reservation_id, ReservationStatus.RELEASED, now=self.clock()):
-                reservation = await _load(repo, reservation_id)
-                await repo.settle_stock(
-                    ((i.sku, i.quantity) for i in reservation.items), consume=False
-                )
-                return reservation
+            moved = await _settle(
+                repo, reservation_id, ReservationStatus.RELEASED, now=self.clock()
+            )
+            if moved is not None:
+                return moved
             reservation = await _load(repo, reservation_id)
         if reservation.status == ReservationStatus.COMMITTED:
             raise ReservationCommittedError(f"reservation {reservation_id} is committed")
@@ -195,17 +191,29 @@ class InventoryService:
             done = 0
             for reservation_id in ids:
                 async with self.unit_of_work() as repo:
-                    done += await _expire(repo, reservation_id, moment)
+                    moved = await _settle(
+                        repo, reservation_id, ReservationStatus.EXPIRED, now=moment, live=False
+                    )
+                done += moved is not None
             expired += done
             # A short batch was the last; a batch that expired nothing means others got there.
             if len(ids) < batch or done == 0:
                 return expired
 
 
-async def _expire(repo: InventoryRepository, reservation_id: str, moment: datetime) -> bool:
-    """Expire one held reservation past its deadline; False if someone else moved it first."""
-    if not await repo.transition(reservation_id, ReservationStatus.EXPIRED, now=moment, live=False):
-        return False
+async def _settle(
+    repo: InventoryRepository,
+    reservation_id: str,
+    to: ReservationStatus,
+    *,
+    now: datetime,
+    live: bool | None = None,
+) -> Reservation | None:
+    """Move a held reservation to `to` and settle its stock: taken for good on commit, given
+    back otherwise. None if it was not held, or `live` ruled it out (see `transition`)."""
+    if not await repo.transition(reservation_id, to, now=now, live=live):
+        return None
     reservation = await _load(repo, reservation_id)
-    await repo.settle_stock(((i.sku, i.quantity) for i in reservation.items), consume=False)
-    return True
+    consume = to == ReservationStatus.COMMITTED
+    await repo.settle_stock(((i.sku, i.quantity) for i in reservation.items), consume=consume)
+    return reservation
