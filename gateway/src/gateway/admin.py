@@ -10,8 +10,7 @@ from typing import Annotated
 
 import httpx
 from fastapi import APIRouter, Path, Request
-from servicekit import ServiceClient, problem_responses
-from servicekit.faults import Faults
+from servicekit import Faults, ServiceClient, problem_responses
 from starlette.responses import Response
 
 from gateway.dependencies import AdminDep

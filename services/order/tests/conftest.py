@@ -20,7 +20,8 @@ import pytest
 from order.clients import InventoryClient, PaymentClient
 from order.config import OrderSettings
 from order.main import create_app
-from order.saga import Checkout
+from order.repository import unit_of_work
+from order.service import OrderService
 from servicekit import (
     Database,
     ServiceClient,
@@ -252,11 +253,18 @@ async def client(
 
 
 @pytest.fixture
-async def checkout(
-    database_url: str, inventory: FakeInventory, payment: FakePayment
-) -> AsyncIterator[Checkout]:
-    """The saga's dependencies without the app, for driving recovery directly."""
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """The service's database, for arranging rows and checking what was written."""
     database = Database(create_engine(database_url, name="order-test"))
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def orders(
+    database: Database, inventory: FakeInventory, payment: FakePayment
+) -> AsyncIterator[OrderService]:
+    """The order use cases without the app, for driving recovery directly."""
     inv = InventoryClient(
         ServiceClient(
             "inventory",
@@ -270,22 +278,21 @@ async def checkout(
             "payment", "http://payment", token=TOKEN, transport=httpx.MockTransport(payment.handler)
         )
     )
-    yield Checkout(database, inv, pay)
+    yield OrderService(unit_of_work(database), inv, pay)
     await inv.aclose()
     await pay.aclose()
-    await database.dispose()
 
 
 Count = Callable[[str], Awaitable[int]]
 
 
 @pytest.fixture
-def count(checkout: Checkout) -> Count:
+def count(database: Database) -> Count:
     """`await count("customer_order")`: rows in one of the service's tables."""
 
     async def run(table: str) -> int:
         assert table in ("customer_order", "order_item", "idempotency_record")
-        async with checkout.database.transaction() as session:
+        async with database.transaction() as session:
             return int((await session.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
 
     return run

@@ -5,27 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from servicekit import SessionDep
 
-from inventory.config import InventorySettings
-from inventory.repository import SqlInventoryRepository
-from inventory.service import Clock
+from inventory.service import InventoryService
 
 
-async def get_repository(session: SessionDep) -> SqlInventoryRepository:
-    return SqlInventoryRepository(session)
+async def get_inventory_service(request: Request) -> InventoryService:
+    service: InventoryService = request.state.service
+    return service
 
 
-async def get_clock(request: Request) -> Clock:
-    clock: Clock = request.state.clock
-    return clock
-
-
-async def get_settings(request: Request) -> InventorySettings:
-    settings: InventorySettings = request.state.settings
-    return settings
-
-
-RepositoryDep = Annotated[SqlInventoryRepository, Depends(get_repository)]
-ClockDep = Annotated[Clock, Depends(get_clock)]
-SettingsDep = Annotated[InventorySettings, Depends(get_settings)]
+InventoryServiceDep = Annotated[InventoryService, Depends(get_inventory_service)]

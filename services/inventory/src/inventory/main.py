@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
 from fastapi import FastAPI
-from servicekit import Database, create_service_app, run_periodically
-from servicekit.faults import FaultInjector, faults_router
+from servicekit import (
+    Database,
+    FaultInjector,
+    create_service_app,
+    faults_router,
+    run_periodically,
+)
 
 from inventory.config import InventorySettings
 from inventory.repository import unit_of_work
 from inventory.routes import PRODUCT_READS, router
-from inventory.service import Clock, sweep_expired, utc_now
+from inventory.service import Clock, InventoryService, utc_now
 
 logger = logging.getLogger("inventory.sweeper")
 
@@ -22,20 +27,8 @@ logger = logging.getLogger("inventory.sweeper")
 class State(TypedDict):
     database: Database
     settings: InventorySettings
-    clock: Clock
     faults: FaultInjector
-
-
-def sweeper(database: Database, clock: Clock) -> Callable[[], Awaitable[None]]:
-    """One sweep: expire overdue reservations (run_periodically retries a failed one)."""
-    uow = unit_of_work(database)
-
-    async def sweep() -> None:
-        expired = await sweep_expired(uow, clock)
-        if expired:
-            logger.info("expired %d reservation(s)", expired)
-
-    return sweep
+    service: InventoryService
 
 
 def create_app(settings: InventorySettings | None = None, *, clock: Clock = utc_now) -> FastAPI:
@@ -45,19 +38,26 @@ def create_app(settings: InventorySettings | None = None, *, clock: Clock = utc_
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         database = Database.from_settings(settings)
+        service = InventoryService(
+            unit_of_work(database), clock=clock, default_ttl_seconds=settings.default_ttl_seconds
+        )
+
+        async def sweep() -> None:
+            # A failed sweep is logged and retried on the next tick by run_periodically.
+            expired = await service.sweep_expired()
+            if expired:
+                logger.info("expired %d reservation(s)", expired)
+
         interval = settings.reservation_sweep_seconds
         try:
             async with run_periodically(
-                sweeper(database, clock),
-                name="reservation-sweeper",
-                interval=interval,
-                first_delay=interval,
+                sweep, name="reservation-sweeper", interval=interval, first_delay=interval
             ):
                 yield {
                     "database": database,
                     "settings": settings,
-                    "clock": clock,
                     "faults": FaultInjector.from_settings(settings, service="inventory"),
+                    "service": service,
                 }
         finally:
             await database.dispose()

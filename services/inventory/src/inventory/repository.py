@@ -163,7 +163,7 @@ class SqlInventoryRepository:
 
 
 def unit_of_work(database: Database) -> UnitOfWork:
-    """Transactions outside a request (the sweeper): each yields a repository, then commits."""
+    """Each call opens a transaction and yields the repository over it, then commits."""
 
     @asynccontextmanager
     async def open_transaction() -> AsyncIterator[InventoryRepository]:

@@ -6,13 +6,10 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
-from servicekit import problem_responses
+from servicekit import inject_faults, problem_responses
 from servicekit.contract import SKU_PATTERN
-from servicekit.faults import inject_faults
 
-from inventory import service
-from inventory.dependencies import ClockDep, RepositoryDep, SettingsDep
-from inventory.exceptions import ProductNotFoundError
+from inventory.dependencies import InventoryServiceDep
 from inventory.schemas import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -22,6 +19,7 @@ from inventory.schemas import (
     ReservationList,
     ReservationPublic,
 )
+from inventory.service import to_public
 
 # Injected faults (servicekit.faults) apply to every product and reservation route.
 router = APIRouter(dependencies=[Depends(inject_faults)])
@@ -36,25 +34,21 @@ ReservationId = Annotated[UUID, Path(description="Reservation id (UUID)")]
 
 @router.get("/products", response_model=ProductPage)
 async def list_products(
-    repo: RepositoryDep,
+    service: InventoryServiceDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     cursor: Annotated[str | None, Query(pattern=SKU_PATTERN, max_length=64)] = None,
 ) -> ProductPage:
     """List products ordered by sku, one keyset page at a time."""
-    rows = await repo.list_products(cursor, limit + 1)
-    page, next_cursor = service.paginate(rows, limit, key=lambda product: product.sku)
+    page, next_cursor = await service.list_products(after=cursor, limit=limit)
     return ProductPage(
         items=[ProductPublic.model_validate(p) for p in page], next_cursor=next_cursor
     )
 
 
 @router.get("/products/{sku}", response_model=ProductPublic, responses=problem_responses(404))
-async def read_product(sku: SkuPath, repo: RepositoryDep) -> ProductPublic:
+async def read_product(sku: SkuPath, service: InventoryServiceDep) -> ProductPublic:
     """Read one product with its available stock."""
-    product = await repo.get_product(sku)
-    if product is None:
-        raise ProductNotFoundError(f"no product {sku!r}")
-    return ProductPublic.model_validate(product)
+    return ProductPublic.model_validate(await service.read_product(sku))
 
 
 @router.post(
@@ -64,23 +58,15 @@ async def read_product(sku: SkuPath, repo: RepositoryDep) -> ProductPublic:
     responses={200: {"model": ReservationPublic}, **problem_responses(409, 422)},
 )
 async def create_reservation(
-    body: ReservationCreate,
-    response: Response,
-    repo: RepositoryDep,
-    clock: ClockDep,
-    settings: SettingsDep,
+    body: ReservationCreate, response: Response, service: InventoryServiceDep
 ) -> ReservationPublic:
     """Hold stock for an order (all items or none); idempotent by order_id."""
     reservation, created = await service.reserve(
-        repo,
-        str(body.order_id),
-        [(item.sku, item.quantity) for item in body.items],
-        body.ttl_seconds or settings.default_ttl_seconds,
-        clock,
+        str(body.order_id), [(item.sku, item.quantity) for item in body.items], body.ttl_seconds
     )
     if not created:
         response.status_code = status.HTTP_200_OK
-    return service.to_public(reservation)
+    return to_public(reservation)
 
 
 @router.post(
@@ -89,10 +75,10 @@ async def create_reservation(
     responses=problem_responses(404, 409),
 )
 async def commit_reservation(
-    reservation_id: ReservationId, repo: RepositoryDep, clock: ClockDep
+    reservation_id: ReservationId, service: InventoryServiceDep
 ) -> ReservationPublic:
     """Turn held stock into a sale (idempotent)."""
-    return service.to_public(await service.commit(repo, str(reservation_id), clock))
+    return to_public(await service.commit(str(reservation_id)))
 
 
 @router.post(
@@ -101,16 +87,16 @@ async def commit_reservation(
     responses=problem_responses(404, 409),
 )
 async def release_reservation(
-    reservation_id: ReservationId, repo: RepositoryDep, clock: ClockDep
+    reservation_id: ReservationId, service: InventoryServiceDep
 ) -> ReservationPublic:
     """Give held stock back (idempotent)."""
-    return service.to_public(await service.release(repo, str(reservation_id), clock))
+    return to_public(await service.release(str(reservation_id)))
 
 
 @router.get("/reservations", response_model=ReservationList)
 async def list_reservations(
-    order_id: Annotated[UUID, Query()], repo: RepositoryDep
+    order_id: Annotated[UUID, Query()], service: InventoryServiceDep
 ) -> ReservationList:
     """Reservations of one order (at most one today; a list leaves room for more)."""
-    reservation = await repo.find_by_order(str(order_id))
-    return ReservationList(items=[] if reservation is None else [service.to_public(reservation)])
+    reservations = await service.reservations_for(str(order_id))
+    return ReservationList(items=[to_public(r) for r in reservations])

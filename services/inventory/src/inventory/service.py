@@ -1,7 +1,8 @@
-"""Use cases of the inventory service (no FastAPI here; the repository does the SQL).
+"""Use cases of the inventory service: `InventoryService` (no FastAPI here, no SQL).
 
-Every function takes its repository (already in a transaction) and a clock, so the rules are
-tested with a fake repository and a fake clock. Errors raised here roll the transaction back.
+Each use case runs in a transaction it opens from its `UnitOfWork` (the SQL repository in the
+app, a fake in unit tests), with an injected clock, so the rules are tested without a database
+and without sleeping. An error raised inside a transaction rolls it back.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Protocol, TypeVar
 
 from inventory.exceptions import (
     OutOfStockError,
+    ProductNotFoundError,
     ReservationCommittedError,
     ReservationNotFoundError,
     ReservationNotHeldError,
@@ -83,89 +85,135 @@ async def _load(repo: InventoryRepository, reservation_id: str) -> Reservation:
     return reservation
 
 
-async def reserve(
-    repo: InventoryRepository,
-    order_id: str,
-    items: Sequence[tuple[str, int]],
-    ttl_seconds: int,
-    now: Clock,
-) -> tuple[Reservation, bool]:
-    """Hold stock for an order: (reservation, created). All items or none."""
-    moment = now()
-    reservation_id = str(uuid.uuid4())
-    # The claim is the transaction's first statement and a write: SQLite then takes its write
-    # lock up front (waiting on busy_timeout), never a read lock it would have to upgrade.
-    claimed = await repo.claim_order(
-        reservation_id, order_id, now=moment, expires_at=moment + timedelta(seconds=ttl_seconds)
-    )
-    if not claimed:
-        existing = await repo.find_by_order(order_id)
-        assert existing is not None, "claim refused but no reservation for the order"
-        return existing, False
-    prices = await repo.get_prices(sku for sku, _ in items)
-    unknown = sorted({sku for sku, _ in items} - prices.keys())
-    if unknown:
-        raise UnknownSkuError(f"unknown sku: {', '.join(unknown)}")
-    # Sorted order: two reservations touching the same skus lock them in the same order.
-    for sku, quantity in sorted(items):
-        if not await repo.reserve_stock(sku, quantity):
-            raise OutOfStockError(
-                f"not enough stock for {sku!r} (wanted {quantity})", extra={"sku": sku}
+class InventoryService:
+    """Products, reservations and their expiry; one instance per app, shared with the sweeper."""
+
+    def __init__(
+        self, unit_of_work: UnitOfWork, *, clock: Clock = utc_now, default_ttl_seconds: int = 300
+    ) -> None:
+        self.unit_of_work = unit_of_work
+        self.clock = clock
+        self.default_ttl_seconds = default_ttl_seconds
+
+    async def list_products(
+        self, *, after: str | None, limit: int
+    ) -> tuple[list[Product], str | None]:
+        """One keyset page of products ordered by sku, and the cursor of the next page."""
+        async with self.unit_of_work() as repo:
+            rows = await repo.list_products(after, limit + 1)
+        return paginate(rows, limit, key=lambda product: product.sku)
+
+    async def read_product(self, sku: str) -> Product:
+        """One product, or ProductNotFoundError."""
+        async with self.unit_of_work() as repo:
+            product = await repo.get_product(sku)
+        if product is None:
+            raise ProductNotFoundError(f"no product {sku!r}")
+        return product
+
+    async def reserve(
+        self, order_id: str, items: Sequence[tuple[str, int]], ttl_seconds: int | None = None
+    ) -> tuple[Reservation, bool]:
+        """Hold stock for an order: (reservation, created). All items or none."""
+        moment = self.clock()
+        ttl = ttl_seconds or self.default_ttl_seconds
+        reservation_id = str(uuid.uuid4())
+        async with self.unit_of_work() as repo:
+            # The claim is the transaction's first statement and a write: SQLite then takes its
+            # write lock up front (waiting on busy_timeout), never a read lock it must upgrade.
+            claimed = await repo.claim_order(
+                reservation_id, order_id, now=moment, expires_at=moment + timedelta(seconds=ttl)
             )
-    await repo.add_items(reservation_id, [(sku, q, prices[sku]) for sku, q in sorted(items)])
-    return await _load(repo, reservation_id), True
+            if not claimed:
+                existing = await repo.find_by_order(order_id)
+                assert existing is not None, "claim refused but no reservation for the order"
+                return existing, False
+            prices = await repo.get_prices(sku for sku, _ in items)
+            unknown = sorted({sku for sku, _ in items} - prices.keys())
+            if unknown:
+                raise UnknownSkuError(f"unknown sku: {', '.join(unknown)}")
+            # Sorted order: two reservations touching the same skus lock them in the same order.
+            for sku, quantity in sorted(items):
+                if not await repo.reserve_stock(sku, quantity):
+                    raise OutOfStockError(
+                        f"not enough stock for {sku!r} (wanted {quantity})", extra={"sku": sku}
+                    )
+            await repo.add_items(
+                reservation_id, [(sku, q, prices[sku]) for sku, q in sorted(items)]
+            )
+            return await _load(repo, reservation_id), True
 
+    async def commit(self, reservation_id: str) -> Reservation:
+        """Take held stock for good. Idempotent; expired (swept or not) cannot be committed."""
+        async with self.unit_of_work() as repo:
+            moved = await _settle(
+                repo, reservation_id, ReservationStatus.COMMITTED, now=self.clock(), live=True
+            )
+            if moved is not None:
+                return moved
+            reservation = await _load(repo, reservation_id)
+        if reservation.status == ReservationStatus.COMMITTED:
+            return reservation
+        state = "expired" if reservation.status == ReservationStatus.HELD else reservation.status
+        raise ReservationNotHeldError(f"reservation {reservation_id} is {state}, not held")
 
-async def commit(repo: InventoryRepository, reservation_id: str, now: Clock) -> Reservation:
-    """Take held stock for good. Idempotent; expired (swept or not) cannot be committed."""
-    if await repo.transition(reservation_id, ReservationStatus.COMMITTED, now=now(), live=True):
-        reservation = await _load(repo, reservation_id)
-        await repo.settle_stock(((i.sku, i.quantity) for i in reservation.items), consume=True)
+    async def release(self, reservation_id: str) -> Reservation:
+        """Give held stock back. Idempotent; a committed reservation cannot be released."""
+        async with self.unit_of_work() as repo:
+            moved = await _settle(
+                repo, reservation_id, ReservationStatus.RELEASED, now=self.clock()
+            )
+            if moved is not None:
+                return moved
+            reservation = await _load(repo, reservation_id)
+        if reservation.status == ReservationStatus.COMMITTED:
+            raise ReservationCommittedError(f"reservation {reservation_id} is committed")
         return reservation
+
+    async def reservations_for(self, order_id: str) -> list[Reservation]:
+        """The reservations of one order (at most one today)."""
+        async with self.unit_of_work() as repo:
+            reservation = await repo.find_by_order(order_id)
+        return [] if reservation is None else [reservation]
+
+    async def sweep_expired(self, *, batch: int = 100) -> int:
+        """Expire every held reservation past `expires_at`; returns how many were expired.
+
+        One short transaction per reservation, each starting with its guarded UPDATE, so a
+        sweep never holds locks long and never races a concurrent commit or release into a
+        double apply.
+        """
+        moment = self.clock()
+        expired = 0
+        while True:
+            async with self.unit_of_work() as repo:
+                ids = await repo.expired_ids(moment, batch)
+            done = 0
+            for reservation_id in ids:
+                async with self.unit_of_work() as repo:
+                    moved = await _settle(
+                        repo, reservation_id, ReservationStatus.EXPIRED, now=moment, live=False
+                    )
+                done += moved is not None
+            expired += done
+            # A short batch was the last; a batch that expired nothing means others got there.
+            if len(ids) < batch or done == 0:
+                return expired
+
+
+async def _settle(
+    repo: InventoryRepository,
+    reservation_id: str,
+    to: ReservationStatus,
+    *,
+    now: datetime,
+    live: bool | None = None,
+) -> Reservation | None:
+    """Move a held reservation to `to` and settle its stock: taken for good on commit, given
+    back otherwise. None if it was not held, or `live` ruled it out (see `transition`)."""
+    if not await repo.transition(reservation_id, to, now=now, live=live):
+        return None
     reservation = await _load(repo, reservation_id)
-    if reservation.status == ReservationStatus.COMMITTED:
-        return reservation
-    state = "expired" if reservation.status == ReservationStatus.HELD else reservation.status
-    raise ReservationNotHeldError(f"reservation {reservation_id} is {state}, not held")
-
-
-async def release(repo: InventoryRepository, reservation_id: str, now: Clock) -> Reservation:
-    """Give held stock back. Idempotent; a committed reservation cannot be released."""
-    if await repo.transition(reservation_id, ReservationStatus.RELEASED, now=now()):
-        reservation = await _load(repo, reservation_id)
-        await repo.settle_stock(((i.sku, i.quantity) for i in reservation.items), consume=False)
-        return reservation
-    reservation = await _load(repo, reservation_id)
-    if reservation.status == ReservationStatus.COMMITTED:
-        raise ReservationCommittedError(f"reservation {reservation_id} is committed")
+    consume = to == ReservationStatus.COMMITTED
+    await repo.settle_stock(((i.sku, i.quantity) for i in reservation.items), consume=consume)
     return reservation
-
-
-async def expire(repo: InventoryRepository, reservation_id: str, moment: datetime) -> bool:
-    """Expire one held reservation past its deadline; False if someone else moved it first."""
-    if not await repo.transition(reservation_id, ReservationStatus.EXPIRED, now=moment, live=False):
-        return False
-    reservation = await _load(repo, reservation_id)
-    await repo.settle_stock(((i.sku, i.quantity) for i in reservation.items), consume=False)
-    return True
-
-
-async def sweep_expired(uow: UnitOfWork, now: Clock, *, batch: int = 100) -> int:
-    """Release every held reservation past `expires_at`; returns how many were expired.
-
-    One short transaction per reservation, each starting with its guarded UPDATE, so a sweep
-    never holds locks long and never races a concurrent commit or release into a double apply.
-    """
-    moment = now()
-    expired = 0
-    while True:
-        async with uow() as repo:
-            ids = await repo.expired_ids(moment, batch)
-        done = 0
-        for reservation_id in ids:
-            async with uow() as repo:
-                done += await expire(repo, reservation_id, moment)
-        expired += done
-        # A short batch was the last; a batch that expired nothing means others got there first.
-        if len(ids) < batch or done == 0:
-            return expired

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from inventory.main import create_app
-from servicekit.admission.limiter import ConcurrencyLimiter
+from servicekit import ConcurrencyLimiter
 from servicekit.testing import lifespan_client
 
 from .conftest import AUTH, Store, make_settings

@@ -1,14 +1,16 @@
-"""A fake inventory repository: the same protocol as the SQL one, in dictionaries."""
+"""A fake inventory repository (the same protocol as the SQL one, in dictionaries) and the
+service over it, on the manual clock."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 import pytest
 from inventory.models import Product, Reservation, ReservationItem, ReservationStatus
-from inventory.service import InventoryRepository, UnitOfWork
+from inventory.service import InventoryRepository, InventoryService, UnitOfWork
 
 
 class FakeInventoryRepository:
@@ -102,3 +104,8 @@ class FakeInventoryRepository:
 @pytest.fixture
 def repo() -> FakeInventoryRepository:
     return FakeInventoryRepository()
+
+
+@pytest.fixture
+def service(repo: FakeInventoryRepository, clock: Any) -> InventoryService:
+    return InventoryService(repo.unit_of_work(), clock=clock)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from inventory import service
+from inventory.service import paginate
 
 
 def page(rows: list[str], limit: int) -> tuple[list[str], str | None]:
-    return service.paginate(rows, limit, key=lambda sku: sku)
+    return paginate(rows, limit, key=lambda sku: sku)
 
 
 def test_next_cursor_is_last_item_when_more_rows_exist() -> None:
@@ -34,7 +34,7 @@ async def test_walking_pages_visits_every_product_once_in_order(repo: Any, limit
     cursor: str | None = None
     while True:
         rows = await repo.list_products(cursor, limit + 1)
-        items, cursor = service.paginate(rows, limit, key=lambda p: p.sku)
+        items, cursor = paginate(rows, limit, key=lambda p: p.sku)
         seen += [p.sku for p in items]
         if cursor is None:
             break

@@ -8,21 +8,21 @@ from fastapi import Depends, Request
 from servicekit import context
 
 from order.exceptions import MissingCustomerError
-from order.saga import Checkout
+from order.service import OrderService
 
 
-async def _checkout(request: Request) -> Checkout:
-    checkout: Checkout = request.state.checkout
-    return checkout
+async def _order_service(request: Request) -> OrderService:
+    service: OrderService = request.state.service
+    return service
 
 
 async def _customer() -> str:
-    # Set by the service auth middleware from X-Customer-ID; absent on a call made for nobody.
+    # Set at the edge from X-Customer-ID of a credentialed caller; absent on a call for nobody.
     customer = context.get(context.CUSTOMER_ID)
     if not customer:
         raise MissingCustomerError("X-Customer-ID is required")
     return customer
 
 
-CheckoutDep = Annotated[Checkout, Depends(_checkout)]
+OrderServiceDep = Annotated[OrderService, Depends(_order_service)]
 CustomerDep = Annotated[str, Depends(_customer)]

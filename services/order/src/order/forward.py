@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from servicekit import CircuitOpenError, ServiceError, UnavailableError
 
-from order import repository, saga
+from order import saga
 from order.clients import Rejected
 from order.exceptions import (
     AmountOutOfRangeError,
@@ -61,9 +61,8 @@ async def run(
     if not 1 <= total <= MAX_AMOUNT_CENTS:
         error = AmountOutOfRangeError(f"order total {total} cents is outside 1..{MAX_AMOUNT_CENTS}")
         return await _answer(checkout, order, error, undo_hold)
-    async with checkout.database.transaction() as session:
-        await repository.update_order(
-            session,
+    async with checkout.unit_of_work() as orders:
+        await orders.update_order(
             order.id,
             saga_state=RESERVED,
             reservation_id=reservation.id,
@@ -71,8 +70,8 @@ async def run(
             currency=reservation.currency,
             updated_at=checkout.clock(),
         )
-        await repository.set_item_prices(
-            session, order.id, {i.sku: i.unit_price_cents for i in reservation.items}
+        await orders.set_item_prices(
+            order.id, {i.sku: i.unit_price_cents for i in reservation.items}
         )
     order.reservation_id, order.total_cents, order.currency = (
         reservation.id,

@@ -13,17 +13,17 @@ import httpx
 from fastapi import FastAPI
 from servicekit import Database, Downstreams, create_service_app, run_periodically
 
-from order import service
 from order.clients import InventoryClient, PaymentClient
 from order.config import OrderSettings
+from order.repository import unit_of_work
 from order.routes import router
-from order.saga import Checkout
+from order.service import OrderService
 
 
 class State(TypedDict):
     database: Database
     settings: OrderSettings
-    checkout: Checkout
+    service: OrderService
 
 
 def create_app(
@@ -47,8 +47,8 @@ def create_app(
         payment = PaymentClient(
             downstreams.client("payment", settings.payment_url, transport=payment_transport)
         )
-        checkout = Checkout(
-            database,
+        service = OrderService(
+            unit_of_work(database),
             inventory,
             payment,
             reservation_ttl_seconds=settings.reservation_ttl_seconds,
@@ -56,7 +56,7 @@ def create_app(
         )
 
         async def recover() -> None:
-            await service.recover_sagas(checkout, stale_seconds=settings.saga_stale_seconds)
+            await service.recover_sagas(stale_seconds=settings.saga_stale_seconds)
 
         await downstreams.start()
         try:
@@ -64,7 +64,7 @@ def create_app(
             async with run_periodically(
                 recover, name="saga-recovery", interval=settings.saga_recovery_interval_seconds
             ):
-                yield {"database": database, "settings": settings, "checkout": checkout}
+                yield {"database": database, "settings": settings, "service": service}
         finally:
             await downstreams.aclose()
             await database.dispose()

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from servicekit import (
-    IdempotencyKeyDep,
-    SessionDep,
-    contract,
-    idempotency_key_header,
-    problem_responses,
-)
+from servicekit import IdempotencyKeyDep, contract, idempotency_key_header, problem_responses
 from starlette.responses import Response
 
-from order import service
-from order.dependencies import CheckoutDep, CustomerDep
+from order.dependencies import CustomerDep, OrderServiceDep
 from order.schemas import OrderCreate, OrderPublic
 
 router = APIRouter(tags=["orders"])
@@ -35,10 +28,10 @@ READ_ORDER_LINK = {"operationId": "read_order", "parameters": {"order_id": "$res
     ),
 )
 async def create_order(
-    customer: CustomerDep, key: IdempotencyKeyDep, checkout: CheckoutDep, body: OrderCreate
+    customer: CustomerDep, key: IdempotencyKeyDep, service: OrderServiceDep, body: OrderCreate
 ) -> Response:
     """Place an order: reserve stock, charge, confirm (idempotent by Idempotency-Key)."""
-    outcome = await service.place_order(checkout, customer, key, body)
+    outcome = await service.place_order(customer, key, body)
     # The stored bytes are sent as they are, so a replay is identical to the first answer.
     headers = {contract.REPLAYED_HEADER: "true"} if outcome.replayed else None
     return Response(
@@ -56,7 +49,7 @@ async def read_order(
     # Any string is safe here: the service parses it as a UUID first, anything else is 404.
     order_id: str,
     customer: CustomerDep,
-    session: SessionDep,
+    service: OrderServiceDep,
 ) -> OrderPublic:
     """Read one of the caller's orders."""
-    return await service.read_order(session, customer, order_id)
+    return await service.read_order(customer, order_id)

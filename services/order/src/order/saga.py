@@ -15,22 +15,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from servicekit import Database, Metrics, ServiceError, UnavailableError, exemplar, traffic
+from servicekit import Metrics, ServiceError, UnavailableError, exemplar, traffic
 
-from order import repository
 from order.clients import InventoryClient, PaymentClient, Rejected
 from order.exceptions import CheckoutUnavailableError, OutOfStockError, PaymentDeclinedError
 from order.models import CHARGED, COMPENSATING, CONFIRMED, FAILED, CustomerOrder
 from order.schemas import Charge, OrderItemCreate, OrderItemPublic, OrderPublic, Reservation
 
+if TYPE_CHECKING:
+    from order.service import UnitOfWork
+
 logger = logging.getLogger("order.saga")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -52,21 +51,17 @@ OUTCOMES = ("confirmed", "declined", "out_of_stock", "rejected", "failed")
 ACTIONS = ("release", "refund")
 
 
-def _new_metrics() -> Metrics:
-    return Metrics("order")
-
-
 @dataclass
 class Checkout:
-    """What the saga needs: the database, both downstreams, a clock, and the app's metrics."""
+    """What the saga needs (built by `OrderService`): transactions, both downstreams, a clock,
+    and the metrics its outcomes are counted in."""
 
-    database: Database
+    unit_of_work: UnitOfWork
     inventory: InventoryClient
     payment: PaymentClient
-    reservation_ttl_seconds: int = 300
-    clock: Callable[[], datetime] = utcnow
-    #: The app's metrics (`app.state.metrics`); a private set when driven without an app.
-    metrics: Metrics = field(default_factory=_new_metrics)
+    reservation_ttl_seconds: int
+    clock: Callable[[], datetime]
+    metrics: Metrics
 
     def __post_init__(self) -> None:
         # Every series exists from the start, so dashboards and rates show 0, not "no data".
@@ -111,8 +106,8 @@ def to_public(order: CustomerOrder) -> OrderPublic:
 
 
 async def update(checkout: Checkout, order_id: str, **values: object) -> None:
-    async with checkout.database.transaction() as session:
-        await repository.update_order(session, order_id, updated_at=checkout.clock(), **values)
+    async with checkout.unit_of_work() as orders:
+        await orders.update_order(order_id, updated_at=checkout.clock(), **values)
 
 
 async def fail(
@@ -125,9 +120,8 @@ async def fail(
 ) -> StoredResponse | None:
     """Mark the order failed; store `answer` as the key's response, or free the key if None."""
     stored = None
-    async with checkout.database.transaction() as session:
-        await repository.update_order(
-            session,
+    async with checkout.unit_of_work() as orders:
+        await orders.update_order(
             order_id,
             status=FAILED,
             failure_reason=reason,
@@ -135,12 +129,10 @@ async def fail(
             updated_at=checkout.clock(),
         )
         if answer is None:
-            await repository.delete_record_for_order(session, order_id)
+            await orders.delete_record_for_order(order_id)
         else:
             body = answer.to_body()
-            await repository.complete_record(
-                session, order_id, answer.status, body.decode(), checkout.clock()
-            )
+            await orders.complete_record(order_id, answer.status, body.decode(), checkout.clock())
             stored = StoredResponse(answer.status, body)
     checkout.count_outcome(_outcome(answer))
     if undo is not None:
@@ -251,15 +243,13 @@ async def finish_charged(checkout: Checkout, order: CustomerOrder) -> StoredResp
 
 async def confirm(checkout: Checkout, order_id: str) -> StoredResponse:
     """Confirm the order and store its 201 answer in the same transaction."""
-    async with checkout.database.transaction() as session:
+    async with checkout.unit_of_work() as orders:
         now = checkout.clock()
-        await repository.update_order(
-            session, order_id, status=CONFIRMED, saga_state=CONFIRMED, updated_at=now
-        )
-        order = await repository.get_order(session, order_id)
+        await orders.update_order(order_id, status=CONFIRMED, saga_state=CONFIRMED, updated_at=now)
+        order = await orders.get_order(order_id)
         assert order is not None
         body = to_public(order).model_dump_json()
-        await repository.complete_record(session, order_id, 201, body, now)
+        await orders.complete_record(order_id, 201, body, now)
     checkout.count_outcome("confirmed")
     return StoredResponse(201, body.encode())
 

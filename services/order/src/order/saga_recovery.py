@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from order import repository, saga
+from order import saga
 from order.exceptions import CheckoutUnavailableError
 from order.models import CHARGED, CHARGING, COMPENSATING, CustomerOrder
 from order.saga import Checkout, Undo
@@ -40,8 +40,8 @@ async def recover_one(checkout: Checkout, order: CustomerOrder) -> None:
         await saga.mark_charged(checkout, order, paid[0].id)
         state = CHARGED
     if state == CHARGED:
-        async with checkout.database.transaction() as session:
-            waiting = await repository.record_for_order(session, order.id)
+        async with checkout.unit_of_work() as orders:
+            waiting = await orders.record_for_order(order.id)
         if waiting is None:
             # Nobody can receive a confirmation (the client was told it failed): undo.
             await _abandon(checkout, order)

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from order.service import recover_sagas
 
 pytestmark = pytest.mark.postgres
 
@@ -44,7 +43,7 @@ async def payment_breaker_state(client: httpx.AsyncClient) -> float:
 
 
 async def test_open_payment_breaker_fails_checkout_fast_and_releases_the_stock(
-    client: httpx.AsyncClient, inventory: Any, payment: Any, checkout: Any, count: Any
+    client: httpx.AsyncClient, inventory: Any, payment: Any, orders: Any, count: Any
 ) -> None:
     assert await payment_breaker_state(client) == 0  # the series exists before any call
 
@@ -71,7 +70,7 @@ async def test_open_payment_breaker_fails_checkout_fast_and_releases_the_stock(
     assert payment.statuses() == ["succeeded"]
 
     # Recovery finishes the compensation it postponed while payment could not be asked.
-    await recover_sagas(checkout, stale_seconds=0)
+    await orders.recover_sagas(stale_seconds=0)
     assert inventory.statuses() == ["released", "committed"]
     assert payment.statuses() == ["succeeded"]  # never charged a failed order
     assert await count("customer_order") == 3

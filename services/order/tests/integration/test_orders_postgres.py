@@ -11,7 +11,6 @@ import httpx
 import pytest
 from order.models import CustomerOrder, IdempotencyRecord, OrderItem
 from order.schemas import OrderCreate
-from order.service import recover_sagas
 
 pytestmark = pytest.mark.postgres
 
@@ -151,13 +150,13 @@ async def test_bad_input_is_a_problem_and_writes_no_order(
 
 
 async def test_recovery_confirms_charged_saga(
-    client: httpx.AsyncClient, checkout: Any, inventory: Any
+    client: httpx.AsyncClient, orders: Any, inventory: Any
 ) -> None:
     inventory.commit_down = True
     assert (await post(client)).status_code == 503
     assert (await post(client)).status_code == 409
     inventory.commit_down = False
-    assert await recover_sagas(checkout, stale_seconds=0) == 1
+    assert await orders.recover_sagas(stale_seconds=0) == 1
     assert inventory.statuses() == ["committed"]
     replay = await post(client)
     assert replay.status_code == 201
@@ -167,13 +166,18 @@ async def test_recovery_confirms_charged_saga(
 
 
 async def test_recovery_compensates_reserved_saga(
-    client: httpx.AsyncClient, checkout: Any, inventory: Any, payment: Any, count: Any
+    client: httpx.AsyncClient,
+    orders: Any,
+    database: Any,
+    inventory: Any,
+    payment: Any,
+    count: Any,
 ) -> None:
     # A request that died right after persisting "reserved": order, hold and key in flight.
     order_id = str(uuid.uuid4())
     held = inventory._reserve({"order_id": order_id, "items": BODY["items"]}).json()
     now = datetime.now(UTC)
-    async with checkout.database.transaction() as session:
+    async with database.transaction() as session:
         session.add(
             CustomerOrder(
                 id=order_id,
@@ -200,7 +204,7 @@ async def test_recovery_compensates_reserved_saga(
             )
         )
     assert (await post(client)).status_code == 409
-    assert await recover_sagas(checkout, stale_seconds=0) == 1
+    assert await orders.recover_sagas(stale_seconds=0) == 1
     assert inventory.statuses() == ["released"]
     assert await count("idempotency_record") == 0
     read = await client.get(f"/orders/{order_id}")

@@ -6,9 +6,9 @@ import uuid
 from typing import Any
 
 import httpx
-from order.saga import Checkout
-from order.service import recover_sagas
+from order.service import OrderService
 from prometheus_client.parser import text_string_to_metric_families
+from servicekit import Database
 
 from .test_saga_recovery import charge, hold, seed
 
@@ -101,19 +101,19 @@ async def test_a_503_counts_as_failed_with_its_compensation(
 
 
 async def test_recovery_counts_the_outcome_and_refund_of_a_saga_it_undoes(
-    checkout: Checkout, inventory: Any, payment: Any
+    database: Database, orders: OrderService, inventory: Any, payment: Any
 ) -> None:
     order_id = str(uuid.uuid4())
     reservation_id = hold(inventory, order_id)
     inventory.expire(reservation_id)  # charged, but the stock can no longer be committed
     charge_id = charge(payment, order_id)
     await seed(
-        checkout, "charged", order_id=order_id, reservation_id=reservation_id, charge_id=charge_id
+        database, "charged", order_id=order_id, reservation_id=reservation_id, charge_id=charge_id
     )
 
-    assert await recover_sagas(checkout, stale_seconds=0) == 1
+    assert await orders.recover_sagas(stale_seconds=0) == 1
 
-    registry = checkout.metrics.registry
+    registry = orders.metrics.registry
     failed = {"outcome": "failed", "traffic": "live"}
     assert registry.get_sample_value("servicekit_saga_outcomes_total", failed) == 1
     refund = {"action": "refund", "traffic": "live"}

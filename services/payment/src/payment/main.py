@@ -8,17 +8,19 @@ from contextlib import asynccontextmanager
 from typing import TypedDict
 
 from fastapi import FastAPI
-from servicekit import Database, create_service_app
-from servicekit.faults import FaultInjector, faults_router
+from servicekit import Database, FaultInjector, create_service_app, faults_router
 
 from payment.config import PaymentSettings
+from payment.repository import unit_of_work
 from payment.routes import router
+from payment.service import ChargeService
 
 
 class State(TypedDict):
     database: Database
     settings: PaymentSettings
     faults: FaultInjector
+    service: ChargeService
 
 
 def create_app(
@@ -40,6 +42,9 @@ def create_app(
                 # One injector for the app's life: /internal/faults retunes it at runtime.
                 "faults": faults
                 or FaultInjector.from_settings(settings, service=settings.service_name, rng=rng),
+                "service": ChargeService(
+                    unit_of_work(database), decline_above_cents=settings.decline_above_cents
+                ),
             }
         finally:
             await database.dispose()

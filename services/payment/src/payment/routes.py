@@ -6,8 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from servicekit import IdempotencyKeyDep, idempotency_key_header, problem_responses
-from servicekit.faults import inject_faults
+from servicekit import IdempotencyKeyDep, idempotency_key_header, inject_faults, problem_responses
 
 from payment.dependencies import ChargeServiceDep
 from payment.exceptions import PaymentDeclinedError
@@ -32,8 +31,8 @@ async def create_charge(
     outcome = await service.create_charge(body, key)
     charge = ChargePublic.model_validate(outcome.charge)
     if outcome.declined:
-        # Returned, not raised: raising would roll back the unit of work, and a declined
-        # charge must stay recorded so its replays answer 402 too.
+        # A declined charge is an outcome the use case recorded (and committed), not an error
+        # it raised: its replays answer this same 402.
         return PaymentDeclinedError(
             "the payment provider declined this charge",
             extra={"charge": charge.model_dump(mode="json")},

@@ -1,4 +1,4 @@
-"""Use cases of the simulated payment provider (no HTTP here).
+"""Use cases of the simulated payment provider: `ChargeService` (no HTTP here).
 
 Decline rule, the provider's only one: a charge whose `amount_cents` is above
 `decline_above_cents` (env `PAYMENT_DECLINE_ABOVE_CENTS`, default 100000, i.e. $1,000.00) is
@@ -12,6 +12,10 @@ is refused with 422 "idempotency-key-reused".
 
 Refunds move succeeded -> refunded through one guarded UPDATE: concurrent refunds refund once,
 and a refunded charge is answered as is. A declined charge cannot be refunded (409).
+
+Each use case runs in one transaction it opens from its `UnitOfWork`: committed when it
+returns, rolled back when it raises. A declined charge is returned, not raised, so it stays
+recorded and its replays answer 402 too.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -27,6 +32,8 @@ from typing import Any, Protocol
 from payment.exceptions import ChargeNotFoundError, IdempotencyKeyReusedError, NotRefundableError
 from payment.models import Charge
 from payment.schemas import ChargeCreate
+
+Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
@@ -44,14 +51,18 @@ def fingerprint(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class ChargeStore(Protocol):
-    """What the use cases need from storage (`ChargeRepository`, or a fake in unit tests)."""
+class ChargeRepository(Protocol):
+    """What the use cases need from storage (`SqlChargeRepository`, or a fake in unit tests)."""
 
     async def insert_if_absent(self, values: dict[str, Any]) -> bool: ...
     async def get(self, charge_id: str) -> Charge | None: ...
     async def get_by_key(self, customer_id: str, idempotency_key: str) -> Charge | None: ...
     async def list_by_order(self, order_id: str) -> list[Charge]: ...
     async def mark_refunded(self, charge_id: str, refunded_at: datetime) -> bool: ...
+
+
+#: Opens a transaction and yields a repository bound to it (committed on clean exit).
+UnitOfWork = Callable[[], AbstractAsyncContextManager[ChargeRepository]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +78,12 @@ class ChargeOutcome:
 
 
 class ChargeService:
-    """Charges and refunds over one repository (one unit of work)."""
+    """Charges and refunds; one instance per app, each call in its own transaction."""
 
     def __init__(
-        self,
-        repository: ChargeStore,
-        *,
-        decline_above_cents: int,
-        clock: Callable[[], datetime] = utc_now,
+        self, unit_of_work: UnitOfWork, *, decline_above_cents: int, clock: Clock = utc_now
     ) -> None:
-        self.repository = repository
+        self.unit_of_work = unit_of_work
         self.decline_above_cents = decline_above_cents
         self.clock = clock
 
@@ -85,17 +92,18 @@ class ChargeService:
         data = body.model_dump(mode="json")
         digest = fingerprint(data)
         declined = is_declined(body.amount_cents, self.decline_above_cents)
-        created = await self.repository.insert_if_absent(
-            {
-                **data,
-                "id": str(uuid.uuid4()),
-                "idempotency_key": idempotency_key,
-                "fingerprint": digest,
-                "status": "declined" if declined else "succeeded",
-                "created_at": self.clock(),
-            }
-        )
-        charge = await self.repository.get_by_key(body.customer_id, idempotency_key)
+        async with self.unit_of_work() as charges:
+            created = await charges.insert_if_absent(
+                {
+                    **data,
+                    "id": str(uuid.uuid4()),
+                    "idempotency_key": idempotency_key,
+                    "fingerprint": digest,
+                    "status": "declined" if declined else "succeeded",
+                    "created_at": self.clock(),
+                }
+            )
+            charge = await charges.get_by_key(body.customer_id, idempotency_key)
         if charge is None:  # pragma: no cover - the row exists once the insert returned
             raise RuntimeError("charge vanished after insert")
         if charge.fingerprint != digest:
@@ -106,17 +114,26 @@ class ChargeService:
 
     async def refund_charge(self, charge_id: str) -> Charge:
         """Refund a succeeded charge; refunding a refunded one answers it as is."""
-        await self.repository.mark_refunded(charge_id, self.clock())
-        charge = await self.read_charge(charge_id)
+        async with self.unit_of_work() as charges:
+            await charges.mark_refunded(charge_id, self.clock())
+            charge = await _load(charges, charge_id)
         if charge.status == "declined":
             raise NotRefundableError("a declined charge cannot be refunded")
         return charge
 
     async def read_charge(self, charge_id: str) -> Charge:
-        charge = await self.repository.get(charge_id)
-        if charge is None:
-            raise ChargeNotFoundError(f"no charge {charge_id}")
-        return charge
+        """One charge, or ChargeNotFoundError."""
+        async with self.unit_of_work() as charges:
+            return await _load(charges, charge_id)
 
     async def list_charges(self, order_id: str) -> list[Charge]:
-        return await self.repository.list_by_order(order_id)
+        """The charges of one order, oldest first."""
+        async with self.unit_of_work() as charges:
+            return await charges.list_by_order(order_id)
+
+
+async def _load(charges: ChargeRepository, charge_id: str) -> Charge:
+    charge = await charges.get(charge_id)
+    if charge is None:
+        raise ChargeNotFoundError(f"no charge {charge_id}")
+    return charge

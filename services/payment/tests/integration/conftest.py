@@ -11,8 +11,7 @@ import httpx
 import pytest
 from payment.config import PaymentSettings
 from payment.main import create_app
-from servicekit import create_engine, mint_service_token
-from servicekit.faults import FaultInjector
+from servicekit import FaultInjector, create_engine, mint_service_token
 from servicekit.testing import MakeDatabase, lifespan_client
 from sqlalchemy import text
 

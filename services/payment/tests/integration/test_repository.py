@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from payment.repository import ChargeRepository
+from payment.repository import SqlChargeRepository
 from servicekit import Database, create_engine
 
 
@@ -31,11 +31,11 @@ async def test_concurrent_refunds_change_the_row_once(database_url: str) -> None
     try:
         values = _values()
         async with database.transaction() as session:
-            assert await ChargeRepository(session).insert_if_absent(values)
+            assert await SqlChargeRepository(session).insert_if_absent(values)
 
         async def refund() -> bool:
             async with database.transaction() as session:
-                return await ChargeRepository(session).mark_refunded(
+                return await SqlChargeRepository(session).mark_refunded(
                     values["id"], datetime.now(UTC)
                 )
 
@@ -51,7 +51,7 @@ async def test_concurrent_inserts_of_one_key_insert_once(database_url: str) -> N
 
         async def insert() -> bool:
             async with database.transaction() as session:
-                return await ChargeRepository(session).insert_if_absent(_values())
+                return await SqlChargeRepository(session).insert_if_absent(_values())
 
         results = await asyncio.gather(*(insert() for _ in range(10)))
         assert sorted(results) == [False] * 9 + [True]

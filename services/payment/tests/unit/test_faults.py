@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from payment.config import PaymentSettings
-from servicekit.faults import FaultInjector, Faults
+from servicekit import FaultInjector, Faults
 
 
 def test_faults_are_read_from_payment_env(monkeypatch: pytest.MonkeyPatch) -> None:

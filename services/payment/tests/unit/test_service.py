@@ -1,8 +1,10 @@
-"""Charge use cases over a fake store (the SQL guarantees are tested in integration)."""
+"""Charge use cases over a fake repository (the SQL guarantees are tested in integration)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,16 +12,23 @@ import pytest
 from payment.exceptions import ChargeNotFoundError, IdempotencyKeyReusedError, NotRefundableError
 from payment.models import Charge
 from payment.schemas import ChargeCreate
-from payment.service import ChargeService
+from payment.service import ChargeRepository, ChargeService, UnitOfWork
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-class FakeChargeStore:
+class FakeChargeRepository:
     """In-memory charges keyed like the table's unique constraint."""
 
     def __init__(self) -> None:
         self.rows: dict[str, Charge] = {}
+
+    def unit_of_work(self) -> UnitOfWork:
+        @asynccontextmanager
+        async def open_transaction() -> AsyncIterator[ChargeRepository]:
+            yield self
+
+        return open_transaction
 
     async def insert_if_absent(self, values: dict[str, Any]) -> bool:
         if await self.get_by_key(values["customer_id"], values["idempotency_key"]):
@@ -54,17 +63,17 @@ def _body(amount_cents: int = 1_000, customer_id: str = "cus_1") -> ChargeCreate
 
 
 @pytest.fixture
-def store() -> FakeChargeStore:
-    return FakeChargeStore()
+def store() -> FakeChargeRepository:
+    return FakeChargeRepository()
 
 
 @pytest.fixture
-def service(store: FakeChargeStore) -> ChargeService:
-    return ChargeService(store, decline_above_cents=100_000, clock=lambda: NOW)
+def service(store: FakeChargeRepository) -> ChargeService:
+    return ChargeService(store.unit_of_work(), decline_above_cents=100_000, clock=lambda: NOW)
 
 
 async def test_replay_answers_the_recorded_charge(
-    service: ChargeService, store: FakeChargeStore
+    service: ChargeService, store: FakeChargeRepository
 ) -> None:
     body = _body()
     first = await service.create_charge(body, "k1")
