@@ -20,7 +20,7 @@ import pytest
 from order.clients import InventoryClient, PaymentClient
 from order.config import OrderSettings
 from order.main import create_app
-from order.repository import unit_of_work
+from order.repository import SqlOrderRepository
 from order.service import OrderService
 from servicekit import (
     Database,
@@ -278,7 +278,7 @@ async def orders(
             "payment", "http://payment", token=TOKEN, transport=httpx.MockTransport(payment.handler)
         )
     )
-    yield OrderService(unit_of_work(database), inv, pay)
+    yield OrderService(database.unit_of_work(SqlOrderRepository), inv, pay)
     await inv.aclose()
     await pay.aclose()
 

@@ -17,7 +17,7 @@ from servicekit import (
 )
 
 from inventory.config import InventorySettings
-from inventory.repository import unit_of_work
+from inventory.repository import SqlInventoryRepository
 from inventory.routes import PRODUCT_READS, router
 from inventory.service import Clock, InventoryService, utc_now
 
@@ -39,7 +39,9 @@ def create_app(settings: InventorySettings | None = None, *, clock: Clock = utc_
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         database = Database.from_settings(settings)
         service = InventoryService(
-            unit_of_work(database), clock=clock, default_ttl_seconds=settings.default_ttl_seconds
+            database.unit_of_work(SqlInventoryRepository),
+            clock=clock,
+            default_ttl_seconds=settings.default_ttl_seconds,
         )
 
         async def sweep() -> None:

@@ -8,19 +8,16 @@ SQLite (one writer at a time).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from servicekit import Database
 from sqlalchemy import CursorResult, Select, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from inventory.models import Product, Reservation, ReservationItem, ReservationStatus
-from inventory.service import InventoryRepository, UnitOfWork
 
 HELD = ReservationStatus.HELD.value
 
@@ -160,14 +157,3 @@ class SqlInventoryRepository:
             .limit(limit)
         )
         return list((await self.session.scalars(query)).all())
-
-
-def unit_of_work(database: Database) -> UnitOfWork:
-    """Each call opens a transaction and yields the repository over it, then commits."""
-
-    @asynccontextmanager
-    async def open_transaction() -> AsyncIterator[InventoryRepository]:
-        async with database.transaction() as session:
-            yield SqlInventoryRepository(session)
-
-    return open_transaction

@@ -15,7 +15,7 @@ from servicekit import Database, Downstreams, create_service_app, run_periodical
 
 from order.clients import InventoryClient, PaymentClient
 from order.config import OrderSettings
-from order.repository import unit_of_work
+from order.repository import SqlOrderRepository
 from order.routes import router
 from order.service import OrderService
 
@@ -48,7 +48,7 @@ def create_app(
             downstreams.client("payment", settings.payment_url, transport=payment_transport)
         )
         service = OrderService(
-            unit_of_work(database),
+            database.unit_of_work(SqlOrderRepository),
             inventory,
             payment,
             reservation_ttl_seconds=settings.reservation_ttl_seconds,

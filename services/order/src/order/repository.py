@@ -7,18 +7,14 @@ does nothing, so exactly one request runs the saga.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from servicekit import Database
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from order.models import IN_PROGRESS, OPEN_SAGA_STATES, CustomerOrder, IdempotencyRecord, OrderItem
-from order.service import OrderRepository, UnitOfWork
 
 
 class SqlOrderRepository:
@@ -154,14 +150,3 @@ class SqlOrderRepository:
             )
             > 0
         )
-
-
-def unit_of_work(database: Database) -> UnitOfWork:
-    """Each call opens a transaction and yields the repository over it, then commits."""
-
-    @asynccontextmanager
-    async def open_transaction() -> AsyncIterator[OrderRepository]:
-        async with database.transaction() as session:
-            yield SqlOrderRepository(session)
-
-    return open_transaction

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from servicekit import Database, FaultInjector, create_service_app, faults_router
 
 from payment.config import PaymentSettings
-from payment.repository import unit_of_work
+from payment.repository import SqlChargeRepository
 from payment.routes import router
 from payment.service import ChargeService
 
@@ -43,7 +43,8 @@ def create_app(
                 "faults": faults
                 or FaultInjector.from_settings(settings, service=settings.service_name, rng=rng),
                 "service": ChargeService(
-                    unit_of_work(database), decline_above_cents=settings.decline_above_cents
+                    database.unit_of_work(SqlChargeRepository),
+                    decline_above_cents=settings.decline_above_cents,
                 ),
             }
         finally:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from servicekit import Database
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payment.models import Charge
-from payment.service import ChargeRepository, UnitOfWork
 
 
 class SqlChargeRepository:
@@ -65,14 +61,3 @@ class SqlChargeRepository:
         )
         result = await self.session.execute(statement)
         return bool(getattr(result, "rowcount", 0))
-
-
-def unit_of_work(database: Database) -> UnitOfWork:
-    """Each call opens a transaction and yields the repository over it, then commits."""
-
-    @asynccontextmanager
-    async def open_transaction() -> AsyncIterator[ChargeRepository]:
-        async with database.transaction() as session:
-            yield SqlChargeRepository(session)
-
-    return open_transaction

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Protocol, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import event, text
@@ -32,6 +32,8 @@ from servicekit.telemetry.tracing import trace_queries
 
 if TYPE_CHECKING:
     from servicekit.telemetry.metrics import Metrics
+
+R = TypeVar("R")
 
 
 class Base(DeclarativeBase):
@@ -170,6 +172,19 @@ class Database:
             if self.observers:
                 await self._checkout(session)
             yield session
+
+    def unit_of_work(
+        self, repository: Callable[[AsyncSession], R]
+    ) -> Callable[[], AbstractAsyncContextManager[R]]:
+        """A service's unit of work: each call opens a transaction and yields
+        `repository(session)` over it, committed on a clean exit, rolled back on an error."""
+
+        @asynccontextmanager
+        async def open_transaction() -> AsyncIterator[R]:
+            async with self.transaction() as session:
+                yield repository(session)
+
+        return open_transaction
 
     async def _checkout(self, session: AsyncSession) -> None:
         # SQLAlchemy's pool events fire once a connection is out, never when the wait starts:
