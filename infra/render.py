@@ -32,7 +32,9 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "local"))
 from infra.manifest import Manifest, Service, load  # noqa: E402
+from prometheus_local import targets_block  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -165,9 +167,9 @@ def compose_services(manifest: Manifest) -> str:
 
 
 def prometheus_targets(manifest: Manifest, host: Callable[[Service], str]) -> str:
-    """`static_configs` entries: one target per service, labelled with its name."""
-    entries = [{"targets": [host(s)], "labels": {"service": s.name}} for s in manifest]
-    return _yaml(entries, indent=6)
+    """`static_configs` entries: one target per service, labelled with its name (the same
+    block `make up` builds for its own Prometheus, infra/local/prometheus_local.py)."""
+    return targets_block(((s.name, host(s)) for s in manifest), indent=6)
 
 
 def postgres_init(manifest: Manifest) -> str:
