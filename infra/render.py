@@ -29,12 +29,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "local"))
-from infra.manifest import Manifest, Service, load  # noqa: E402
-from prometheus_local import targets_block  # noqa: E402
+from prometheus_local import targets_block
+
+from infra.manifest import Manifest, Service, load
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -57,7 +58,7 @@ GRACE_SECONDS = 40
 DEV_DB_PASSWORD = "dev-postgres-password"  # noqa: S105  (dev overlay only, in-cluster)
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
     """Block style, no `&id001` anchors: each generated block reads on its own."""
 
     def ignore_aliases(self, data: Any) -> bool:
@@ -76,7 +77,9 @@ def _url(service: Service) -> str:
 
 def _probe_command(port: int, path: str) -> list[str]:
     # No curl in python:3.11-slim; the interpreter is there anyway.
-    code = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=2)"
+    code = (
+        f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=2)"
+    )
     return ["CMD", "python", "-c", code]
 
 
@@ -141,7 +144,7 @@ def compose_services(manifest: Manifest) -> str:
         if s.gateway:
             environment["GATEWAY_API_KEYS"] = "${GATEWAY_API_KEYS:?set it in infra/docker/.env}"
             environment["GATEWAY_ADMIN_TOKEN"] = (
-                "${GATEWAY_ADMIN_TOKEN:?set it in infra/docker/.env}"
+                "${GATEWAY_ADMIN_TOKEN:?set it in infra/docker/.env}"  # noqa: S105  (a compose reference, not a value)
             )
         for downstream in s.downstreams:
             environment[s.url_setting(downstream)] = _url(manifest.get(downstream))
@@ -173,7 +176,10 @@ def prometheus_targets(manifest: Manifest, host: Callable[[Service], str]) -> st
 
 
 def postgres_init(manifest: Manifest) -> str:
-    lines = [f"-- {GENERATED}", "-- One database per service that owns one (compose runs this once)."]
+    lines = [
+        f"-- {GENERATED}",
+        "-- One database per service that owns one (compose runs this once).",
+    ]
     lines += [f'CREATE DATABASE "{s.name}";' for s in manifest.with_database]
     return "\n".join(lines) + "\n"
 
@@ -222,9 +228,7 @@ def pod_template(service: Service, *, version_from_hash: bool = False) -> dict[s
         "lifecycle": {
             # Endpoints are removed asynchronously: keep serving while they catch up.
             "preStop": {
-                "exec": {
-                    "command": ["python", "-c", f"import time; time.sleep({PRESTOP_SECONDS})"]
-                }
+                "exec": {"command": ["python", "-c", f"import time; time.sleep({PRESTOP_SECONDS})"]}
             }
         },
         "securityContext": {
@@ -367,8 +371,10 @@ def k8s_dev_secret_env(service: Service) -> str:
             f"postgresql://postgres:{DEV_DB_PASSWORD}@postgres:5432/{service.name}"
         )
     if service.gateway:
-        values["GATEWAY_API_KEYS"] = "demo-key:customer-demo,loadtest-key:customer-loadtest:loadtest"
-        values["GATEWAY_ADMIN_TOKEN"] = "dev-admin-token"
+        values["GATEWAY_API_KEYS"] = (
+            "demo-key:customer-demo,loadtest-key:customer-loadtest:loadtest"
+        )
+        values["GATEWAY_ADMIN_TOKEN"] = "dev-admin-token"  # noqa: S105  (dev placeholder)
     return f"# {GENERATED}\n# Development placeholders only; prod reads real Secrets.\n" + "".join(
         f"{k}={v}\n" for k, v in values.items()
     )
@@ -392,12 +398,12 @@ def k8s_dev_kustomization(manifest: Manifest) -> str:
         "configMapGenerator": [
             {"name": "postgres-init", "files": ["postgres-init.sql"]},
             *(
-            {
-                "name": f"{s.name}-config",
-                "behavior": "merge",
-                "literals": [f"{s.prefix}_ENVIRONMENT=development"],
-            }
-            for s in manifest
+                {
+                    "name": f"{s.name}-config",
+                    "behavior": "merge",
+                    "literals": [f"{s.prefix}_ENVIRONMENT=development"],
+                }
+                for s in manifest
             ),
         ],
         "secretGenerator": [
@@ -545,6 +551,7 @@ def fill_regions(text: str, regions: dict[str, str], path: Path) -> str:
 
 def outputs(manifest: Manifest) -> dict[Path, str]:
     """Every generated path and its wanted content."""
+
     def region(path: Path, **regions: str) -> tuple[Path, str]:
         return path, fill_regions(path.read_text(encoding="utf-8"), regions, path)
 
@@ -586,7 +593,11 @@ def stale_generated(files: dict[Path, str]) -> list[Path]:
         (K8S / "overlays" / "dev" / "secrets", "*.env"),
     ]
     return sorted(
-        p for folder, glob in folders if folder.is_dir() for p in folder.glob(glob) if p not in wanted
+        p
+        for folder, glob in folders
+        if folder.is_dir()
+        for p in folder.glob(glob)
+        if p not in wanted
     )
 
 

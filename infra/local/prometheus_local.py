@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script (stack.py): the manifest reader is infra/
     sys.path.insert(0, str(REPO))
 from infra.manifest import load  # noqa: E402
+
 TEMPLATE = REPO / "observability" / "prometheus" / "prometheus.local.yml"
 RULES = TEMPLATE.parent / "rules"
 DEFAULT_PORT = 9090
@@ -56,6 +57,8 @@ def targets_block(targets: Iterable[tuple[str, str]], indent: int = 6) -> str:
         f'{pad}- targets: ["{address}"]\n{pad}  labels:\n{pad}    service: {name}\n'
         for name, address in targets
     )
+
+
 _INTERVAL = re.compile(r"(?m)^(  (?:scrape|evaluation)_interval:) *\S+")
 
 

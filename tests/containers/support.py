@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import yaml
 
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -33,7 +32,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 def load_yaml(path: Path) -> Any:
     """One YAML document, duplicate keys refused."""
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
 
 
 def tool(name: str, *candidates: Path) -> str:

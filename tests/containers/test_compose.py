@@ -10,6 +10,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+
 from infra.manifest import Manifest
 
 from .support import REPO, load_yaml, tool
@@ -126,7 +127,9 @@ def test_secrets_only_from_the_env_file(compose: dict[str, Any]) -> None:
     required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
     assert required >= {"POSTGRES_PASSWORD", "SERVICE_TOKEN", "GATEWAY_API_KEYS"}
     example = dict(
-        line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if re.match(r"^[A-Z_]+=", line)
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if re.match(r"^[A-Z_]+=", line)
     )
     assert set(example) >= required, f"missing from .env.example: {required - set(example)}"
     assert all("change-me" in value for value in example.values())
@@ -153,7 +156,11 @@ def test_compose_prometheus_scrapes_the_compose_service_names(manifest: Manifest
     promtool = tool("promtool")
     checked = subprocess.run(
         [promtool, "check", "config", "prometheus.compose.yml"],
-        cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=60, check=False,
+        cwd=PROMETHEUS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
@@ -171,7 +178,9 @@ def test_compose_mounts_match_the_configs(compose: dict[str, Any]) -> None:
     assert "jaeger" in services
 
 
-@pytest.mark.parametrize("path", ["docker-compose.yml", "observability/prometheus/canary-queries.yml"])
+@pytest.mark.parametrize(
+    "path", ["docker-compose.yml", "observability/prometheus/canary-queries.yml"]
+)
 def test_yaml_has_no_duplicate_keys(path: str) -> None:
     load_yaml(REPO / path)
 
@@ -190,7 +199,11 @@ def test_the_image_runs_the_service_as_make_up_does() -> None:
 def test_hadolint_passes_on_the_dockerfile() -> None:
     hadolint = tool("hadolint", Path(REPO / ".venv" / "bin" / "hadolint"))
     done = subprocess.run(
-        [hadolint, "infra/docker/Dockerfile"], cwd=REPO, capture_output=True, text=True,
-        timeout=60, check=False,
+        [hadolint, "infra/docker/Dockerfile"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -34,7 +34,11 @@ def render(overlay: str) -> tuple[dict[str, Any], ...]:
     kubectl = tool("kubectl", REPO / ".tools" / "bin" / "kubectl")
     done = subprocess.run(
         [kubectl, "kustomize", f"infra/k8s/overlays/{overlay}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     return tuple(d for d in yaml.safe_load_all(done.stdout) if d)
@@ -157,7 +161,9 @@ def test_network_policies_admit_only_callers(overlay: str, manifest: Manifest) -
             for src in sources
             if "podSelector" in src and "namespaceSelector" not in src
         }
-        assert callers == ({c.name for c in manifest.callers_of(s.name)} if not s.gateway else set())
+        assert callers == (
+            {c.name for c in manifest.callers_of(s.name)} if not s.gateway else set()
+        )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
