@@ -4,12 +4,12 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help install up down status logs trace test test-unit test-members test-integration test-fuzz test-e2e test-chaos test-observability lint fmt bench clean
+.PHONY: help install up down up-docker down-docker render status logs trace test test-unit test-members test-integration test-fuzz test-e2e test-chaos test-observability test-containers lint fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-install: ## Install uv if missing and the locked workspace into .venv
+install: ## Install uv if missing and the locked workspace into .venv (no root needed)
 	@scripts/bootstrap.sh
 
 up: install ## Start the four services locally (SQLite by default), wait until ready, print URLs
@@ -17,6 +17,15 @@ up: install ## Start the four services locally (SQLite by default), wait until r
 
 down: ## Stop exactly what `make up` started
 	@if [ -x $(PY) ]; then $(PY) infra/local/stack.py down; else python3 infra/local/stack.py down; fi
+
+up-docker: ## The whole stack in docker compose (services, PostgreSQL, Redis, collector, Jaeger, Prometheus, Grafana); prints URLs
+	@scripts/compose.sh up
+
+down-docker: ## Stop what `make up-docker` started (volumes kept)
+	@scripts/compose.sh down
+
+render: install ## Rewrite the per-service parts of compose, Prometheus and Kubernetes files from services.toml
+	@$(PY) infra/render.py
 
 status: ## Show each service: pid, alive, port, ready
 	@$(PY) infra/local/stack.py status
@@ -27,7 +36,7 @@ logs: ## Follow the JSON logs (.run/logs/*.log); SERVICE=order to pick one
 trace: ## Print a trace as a waterfall from .run/traces (the latest; TRACE=<id> for one)
 	@$(PY) -m servicekit.telemetry.waterfall $(TRACE)
 
-test: install test-unit test-members test-integration test-fuzz test-e2e test-observability test-chaos ## Run every test tier (unit, members alone, integration, fuzz, e2e, observability, chaos)
+test: install test-unit test-members test-integration test-fuzz test-e2e test-observability test-containers test-chaos ## Run every test tier (unit, members alone, integration, fuzz, e2e, observability, containers, chaos)
 
 test-unit: install ## Unit tests: no servers needed
 	@scripts/test.sh unit
@@ -46,6 +55,9 @@ test-e2e: install ## End-to-end: start the stack with `make up` (SQLite, then Po
 
 test-observability: install ## promtool checks and tests; a real Prometheus scraping a private stack: every panel and rule has data
 	@scripts/test.sh observability
+
+test-containers: install ## Compose schema and contract, Dockerfile (hadolint), kubectl kustomize + kubernetes-validate, Grafana provisioning, render --check
+	@scripts/test.sh containers
 
 test-chaos: install ## Chaos: kill/hang/flood a private stack (own PostgreSQL + Redis), check every invariant
 	@scripts/test.sh chaos

