@@ -117,7 +117,8 @@ def compose_services(manifest: Manifest) -> str:
                 "command": [
                     "sh",
                     "-c",
-                    f'exec python -m servicekit.migrations {s.name} "$${s.prefix}_DATABASE_URL"',
+                    f"exec python -m servicekit.data.migrations {s.name} "
+                    f'"$${s.prefix}_DATABASE_URL"',
                 ],
             }
             waits[f"{s.name}-migrate"] = {"condition": "service_completed_successfully"}

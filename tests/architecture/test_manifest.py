@@ -25,6 +25,12 @@ from infra.manifest import (
 
 from . import extra_service as extra
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra" / "local"))
+from prometheus_local import TEMPLATE  # noqa: E402
+from prometheus_local import render as prometheus_render  # noqa: E402
+
+from infra import render  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -194,6 +200,13 @@ def test_stack_runner_scrapes_and_migrates_per_the_manifest(with_ledger: Path) -
     assert [s.name for s in services][-1] == "gateway"
     ports = {s.default_port: s.port for s in services}  # what LocalPrometheus is given
     assert ports[extra.PORT] == extra.PORT
+    # The local Prometheus scrapes it (rendered at `make up`), and so does the compose one.
+    local = stack.prometheus(services)
+    scrape = prometheus_render(TEMPLATE.read_text(), ports)
+    assert f'"127.0.0.1:{extra.PORT}"' in scrape and "service: ledger" in scrape
+    assert local.port
+    compose = render.prometheus_targets(load(), lambda s: f"{s.name}:{s.port}")
+    assert f'"ledger:{extra.PORT}"' in compose
     assert stack.downstream_urls(services)["ORDER_LEDGER_URL"] == f"http://127.0.0.1:{extra.PORT}"
     assert [label for s in services for label, _ in stack.setup_steps(s)] == [
         "inventory: migrations",

@@ -72,7 +72,7 @@ def test_migrations_and_seeds_run_once_before_their_service(
     for s in manifest.with_database:
         migrate = services[f"{s.name}-migrate"]
         assert migrate["restart"] == "no"
-        assert f"servicekit.migrations {s.name} " in migrate["command"][-1]
+        assert f"servicekit.data.migrations {s.name} " in migrate["command"][-1]
         assert services[s.name]["depends_on"][f"{s.name}-migrate"] == {
             "condition": "service_completed_successfully"
         }
@@ -101,7 +101,7 @@ def test_healthchecks_dependencies_and_memory_limits(compose: dict[str, Any]) ->
 def test_service_healthchecks_point_at_real_health_routes(
     compose: dict[str, Any], manifest: Manifest
 ) -> None:
-    from servicekit.health import router
+    from servicekit.edge.health import router
 
     real = {route.path for route in router.routes}  # type: ignore[attr-defined]
     assert real >= HEALTH_ROUTES
