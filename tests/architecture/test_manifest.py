@@ -26,10 +26,10 @@ from infra.manifest import (
 from . import extra_service as extra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra" / "local"))
-from prometheus_local import TEMPLATE  # noqa: E402
-from prometheus_local import render as prometheus_render  # noqa: E402
+from prometheus_local import TEMPLATE
+from prometheus_local import render as prometheus_render
 
-from infra import render  # noqa: E402
+from infra import render
 
 ROOT = Path(__file__).resolve().parents[2]
 
