@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help install up down status logs trace test test-unit test-members test-integration test-fuzz test-e2e test-chaos test-observability lint fmt bench clean
+.PHONY: help install up down status logs trace canary rollback test test-unit test-members test-integration test-fuzz test-e2e test-chaos test-canary test-observability lint fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,7 +27,13 @@ logs: ## Follow the JSON logs (.run/logs/*.log); SERVICE=order to pick one
 trace: ## Print a trace as a waterfall from .run/traces (the latest; TRACE=<id> for one)
 	@$(PY) -m servicekit.telemetry.waterfall $(TRACE)
 
-test: install test-unit test-members test-integration test-fuzz test-e2e test-observability test-chaos ## Run every test tier (unit, members alone, integration, fuzz, e2e, observability, chaos)
+canary: install ## Canary release of SERVICE (VERSION, CANARY_ENV, STEPS, STEP_SECONDS, LOAD): promote or roll back by itself
+	@SERVICE="$(SERVICE)" VERSION="$(VERSION)" CANARY_ENV="$(CANARY_ENV)" STEPS="$(STEPS)" STEP_SECONDS="$(STEP_SECONDS)" LOAD="$(LOAD)" $(PY) infra/local/canary.py run
+
+rollback: install ## Roll SERVICE back to stable now: canary route removed, canary stopped
+	@SERVICE="$(SERVICE)" $(PY) infra/local/canary.py rollback
+
+test: install test-unit test-members test-integration test-fuzz test-e2e test-observability test-chaos test-canary ## Run every test tier (unit, members alone, integration, fuzz, e2e, observability, chaos, canary)
 
 test-unit: install ## Unit tests: no servers needed
 	@scripts/test.sh unit
@@ -49,6 +55,9 @@ test-observability: install ## promtool checks and tests; a real Prometheus scra
 
 test-chaos: install ## Chaos: kill/hang/flood a private stack (own PostgreSQL + Redis), check every invariant
 	@scripts/test.sh chaos
+
+test-canary: install ## Canary releases on a private stack: bad canaries rolled back, a good one promoted
+	@scripts/test.sh canary
 
 lint: install ## ruff (lint + format check), mypy --strict, bandit and pip-audit
 	@.venv/bin/ruff check .

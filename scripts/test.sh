@@ -2,7 +2,7 @@
 # Run one test tier (unit | integration | e2e | fuzz | chaos | observability) with pytest; every tier must find tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tier="${1:?usage: scripts/test.sh unit|integration|e2e|fuzz|chaos|observability [pytest args]}"
+tier="${1:?usage: scripts/test.sh unit|integration|e2e|fuzz|chaos|canary|observability [pytest args]}"
 shift
 
 case "$tier" in
@@ -11,8 +11,9 @@ case "$tier" in
   e2e)         paths=(tests/e2e) ;;
   fuzz)        paths=(tests/fuzz) ;;
   chaos)       paths=(tests/chaos) ;;
+  canary)      paths=(tests/canary) ;;
   observability) paths=(tests/observability) ;;
-  *) echo "unknown tier: $tier (expected unit, integration, e2e, fuzz, chaos or observability)" >&2; exit 2 ;;
+  *) echo "unknown tier: $tier (expected unit, integration, e2e, fuzz, chaos, canary or observability)" >&2; exit 2 ;;
 esac
 
 existing=()

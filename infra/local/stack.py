@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import instances
 from prometheus_local import LocalPrometheus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,6 +195,8 @@ def child_env() -> dict[str, str]:
         env.setdefault(f"{service.prefix}_TRACES_FILE", str(TRACES / f"{service.name}.jsonl"))
         # Every access line too (deployed services log errors, slow and sampled requests).
         env.setdefault(f"{service.prefix}_ACCESS_LOG_SAMPLE", "1.0")
+        # Canary routes every process follows (`make canary`, /admin/canary/{service}).
+        env.setdefault(f"{service.prefix}_ROUTING_FILE", str(RUN / "routing.json"))
         if service.has_database:
             # The database that was migrated (under STACK_RUN_DIR too), not the app's default.
             env[f"{service.prefix}_DATABASE_URL"] = service.database_url
@@ -350,6 +353,9 @@ def cmd_down(_: argparse.Namespace) -> int:
     say("Stopping services")
     if prometheus().stop():
         say(f"  {'prometheus':<10} stopped")
+    # Canaries first (infra/local/instances.py): they are callees of the stable services.
+    for extra in instances.stop_all(RUN, {s.name: s.name for s in SERVICES}):
+        say(f"  {extra:<10} stopped")
     stop(SERVICES)
     busy = wait_ports_free(SERVICES)
     if busy:

@@ -177,22 +177,23 @@ class MemoryStore:
 
 
 class FileStore:
-    """A JSON file (`<P>_ROUTING_FILE`), replaced atomically; changes are seen by mtime."""
+    """A JSON file (`<P>_ROUTING_FILE`), replaced atomically; a change is a new inode or mtime."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[int, int, int] | None = None
 
-    def _read(self) -> tuple[tuple[int, int], object] | None:
+    def _read(self) -> tuple[tuple[int, int, int], object] | None:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
-            token = (0, 0)
+            token = (0, 0, 0)
             if token == self._seen:
                 return None
             self._seen = token
             return token, {"routes": {}}
-        token = (stat.st_mtime_ns, stat.st_size)
+        # Every save renames a new file over the old one: a new inode, whatever the clock says.
+        token = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if token == self._seen:
             return None
         document = json.loads(self.path.read_text(encoding="utf-8"))
