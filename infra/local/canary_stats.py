@@ -34,6 +34,8 @@ PASS, FAIL, NOT_ENOUGH = "pass", "fail", "not enough traffic"
 @dataclass(frozen=True)
 class Thresholds:
     min_requests: int = 20
+    #: Fisher's test is exact at any sample size: an early look needs fewer requests.
+    min_early_requests: int = 10
     alpha: float = 0.01
     #: Stricter alpha for the looks taken before a step ends (several looks per step).
     early_alpha: float = 0.001
@@ -87,12 +89,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
-def _enough(canary: Side, stable: Side, limits: Thresholds) -> bool:
-    return min(canary.requests, stable.requests) >= limits.min_requests
+def _enough(canary: Side, stable: Side, limits: Thresholds, minimum: int | None = None) -> bool:
+    needed = limits.min_requests if minimum is None else minimum
+    return min(canary.requests, stable.requests) >= needed
 
 
 def compare_errors(
-    canary: Side, stable: Side, limits: Thresholds, alpha: float | None = None
+    canary: Side,
+    stable: Side,
+    limits: Thresholds,
+    alpha: float | None = None,
+    minimum: int | None = None,
 ) -> Check:
     """Fisher's exact test on the 5xx counts (one-sided: the canary fails more)."""
     figures: dict[str, Any] = {
@@ -101,7 +108,7 @@ def compare_errors(
         "stable_requests": stable.requests,
         "stable_errors": stable.errors,
     }
-    if not _enough(canary, stable, limits):
+    if not _enough(canary, stable, limits, minimum):
         return Check("errors", NOT_ENOUGH, f"fewer than {limits.min_requests} requests", figures)
     table = [
         [canary.errors, canary.requests - canary.errors],
@@ -209,7 +216,9 @@ def judge(canary: Side, stable: Side, limits: Thresholds) -> tuple[str, list[Che
 def early_failure(canary: Side, stable: Side, limits: Thresholds) -> Check | None:
     """A failing error or latency check at the stricter early alpha, before the step ends."""
     for check in (
-        compare_errors(canary, stable, limits, alpha=limits.early_alpha),
+        compare_errors(
+            canary, stable, limits, alpha=limits.early_alpha, minimum=limits.min_early_requests
+        ),
         compare_latency(canary, stable, limits, alpha=limits.early_alpha),
     ):
         if check.verdict == FAIL:
