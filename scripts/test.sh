@@ -6,7 +6,7 @@ tier="${1:?usage: scripts/test.sh unit|integration|e2e|fuzz|chaos|canary|observa
 shift
 
 case "$tier" in
-  unit)        paths=(tests/architecture tests/security libs/*/tests/unit services/*/tests/unit gateway/tests/unit) ;;
+  unit)        paths=(tests/unit tests/architecture tests/security libs/*/tests/unit services/*/tests/unit gateway/tests/unit) ;;
   integration) paths=(libs/*/tests/integration services/*/tests/integration gateway/tests/integration) ;;
   e2e)         paths=(tests/e2e) ;;
   fuzz)        paths=(tests/fuzz) ;;
