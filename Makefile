@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help install up down up-docker down-docker render status logs trace test test-unit test-members test-integration test-fuzz test-e2e test-chaos test-observability test-containers lint fmt bench clean
+.PHONY: help install up down up-docker down-docker render status logs trace canary rollback test test-unit test-members test-integration test-fuzz test-e2e test-chaos test-canary test-observability test-containers lint fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,7 +36,13 @@ logs: ## Follow the JSON logs (.run/logs/*.log); SERVICE=order to pick one
 trace: ## Print a trace as a waterfall from .run/traces (the latest; TRACE=<id> for one)
 	@$(PY) -m servicekit.telemetry.waterfall $(TRACE)
 
-test: install test-unit test-members test-integration test-fuzz test-e2e test-observability test-containers test-chaos ## Run every test tier (unit, members alone, integration, fuzz, e2e, observability, containers, chaos)
+canary: install ## Canary release of SERVICE (VERSION, CANARY_ENV, STEPS, STEP_SECONDS, LOAD): promote or roll back by itself
+	@SERVICE="$(SERVICE)" VERSION="$(VERSION)" CANARY_ENV="$(CANARY_ENV)" STEPS="$(STEPS)" STEP_SECONDS="$(STEP_SECONDS)" LOAD="$(LOAD)" $(PY) infra/local/canary.py run
+
+rollback: install ## Roll SERVICE back to stable now: canary route removed, canary stopped
+	@SERVICE="$(SERVICE)" $(PY) infra/local/canary.py rollback
+
+test: install test-unit test-members test-integration test-fuzz test-e2e test-observability test-containers test-chaos test-canary ## Run every test tier (unit, members alone, integration, fuzz, e2e, observability, containers, chaos, canary)
 
 test-unit: install ## Unit tests: no servers needed
 	@scripts/test.sh unit
@@ -62,13 +68,16 @@ test-containers: install ## Compose schema and contract, Dockerfile (hadolint), 
 test-chaos: install ## Chaos: kill/hang/flood a private stack (own PostgreSQL + Redis), check every invariant
 	@scripts/test.sh chaos
 
+test-canary: install ## Canary releases on a private stack: bad canaries rolled back, a good one promoted
+	@scripts/test.sh canary
+
 lint: install ## ruff (lint + format check), mypy --strict, bandit and pip-audit
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
 	@.venv/bin/mypy libs/servicekit/src services/*/src gateway/src infra/local
 	@scripts/security-lint.sh
 
-bench: install ## Benchmarks, never part of `make test`: B3 (once), B8 (seed experiments) -> benchmarks/results/
+bench: install ## Benchmarks, never part of `make test`: B1-B6, B8, B9 -> benchmarks/results/
 	@scripts/system-packages.sh bench
 	@echo "==> B1: middleware stack vs bare FastAPI (wrk, real uvicorn)" && $(PY) benchmarks/b1_middleware.py
 	@echo "==> B2: tracing on at the default sampling vs bare FastAPI" && $(PY) benchmarks/b2_tracing.py
@@ -77,6 +86,7 @@ bench: install ## Benchmarks, never part of `make test`: B3 (once), B8 (seed exp
 	@echo "==> B5: breaker fast fail and closed-breaker throughput" && $(PY) benchmarks/b5_breaker.py
 	@echo "==> B6: Redis stalled or gone, latency of requests that do not need it" && $(PY) benchmarks/b6_redis_outage.py
 	@echo "==> B8: the seed's experiments" && $(PY) benchmarks/b8_seed.py
+	@echo "==> B9: canary routing decision per outbound call" && $(PY) benchmarks/b9_routing.py
 
 fmt: install ## Format and auto-fix
 	@.venv/bin/ruff format .

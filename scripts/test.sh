@@ -4,18 +4,19 @@
 # (scripts/system-packages.sh) and fail when they cannot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tier="${1:?usage: scripts/test.sh unit|integration|e2e|fuzz|chaos|observability|containers [pytest args]}"
+tier="${1:?usage: scripts/test.sh unit|integration|e2e|fuzz|chaos|canary|observability|containers [pytest args]}"
 shift
 
 case "$tier" in
-  unit)        paths=(tests/architecture tests/security libs/*/tests/unit services/*/tests/unit gateway/tests/unit) ;;
+  unit)        paths=(tests/unit tests/architecture tests/security libs/*/tests/unit services/*/tests/unit gateway/tests/unit) ;;
   integration) paths=(libs/*/tests/integration services/*/tests/integration gateway/tests/integration) ;;
   e2e)         paths=(tests/e2e) ;;
   fuzz)        paths=(tests/fuzz) ;;
   chaos)       paths=(tests/chaos) ;;
+  canary)      paths=(tests/canary) ;;
   observability) paths=(tests/observability); scripts/system-packages.sh observability ;;
   containers)  paths=(tests/containers); scripts/system-packages.sh containers ;;
-  *) echo "unknown tier: $tier (expected unit, integration, e2e, fuzz, chaos, observability or containers)" >&2; exit 2 ;;
+  *) echo "unknown tier: $tier (expected unit, integration, e2e, fuzz, chaos, canary, observability or containers)" >&2; exit 2 ;;
 esac
 
 existing=()

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import instances
 from prometheus_local import LocalPrometheus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,6 +218,8 @@ def child_env(services: tuple[Service, ...]) -> dict[str, str]:
         env.setdefault(f"{service.prefix}_TRACES_FILE", str(TRACES / f"{service.name}.jsonl"))
         # Every access line too (deployed services log errors, slow and sampled requests).
         env.setdefault(f"{service.prefix}_ACCESS_LOG_SAMPLE", "1.0")
+        # Canary routes every process follows (`make canary`, /admin/canary/{service}).
+        env.setdefault(f"{service.prefix}_ROUTING_FILE", str(RUN / "routing.json"))
         if service.entry.database:
             # The database that was migrated (under STACK_RUN_DIR too), not the app's default.
             env[f"{service.prefix}_DATABASE_URL"] = service.database_url
@@ -423,6 +426,9 @@ def cmd_down(services: tuple[Service, ...], _: argparse.Namespace) -> int:
     say("Stopping services")
     if prometheus(services).stop():
         say(f"  {'prometheus':<10} stopped")
+    # Canaries first (infra/local/instances.py): they are callees of the stable services.
+    for extra in instances.stop_all(RUN, {s.name: s.name for s in services}):
+        say(f"  {extra:<10} stopped")
     stop(services)
     busy = wait_ports_free(services)
     if busy:

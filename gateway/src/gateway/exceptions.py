@@ -7,6 +7,7 @@ from servicekit import (
     TooManyRequestsError,
     UnauthorizedError,
     UnavailableError,
+    UnprocessableError,
 )
 
 
@@ -45,3 +46,13 @@ class AdminTokenRequiredError(UnauthorizedError):
 class UnknownFaultTargetError(NotFoundError):
     slug = "unknown-fault-target"
     title = "No fault injection for this service"
+
+
+class UnknownCanaryTargetError(UnprocessableError):
+    slug = "unknown-canary-target"
+    title = "No such upstream to route"
+
+
+class InvalidRouteError(UnprocessableError):
+    slug = "invalid-route"
+    title = "Invalid canary route"

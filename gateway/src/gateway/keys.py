@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from servicekit import Caller, contract
+from servicekit import Caller, contract, token_matches
 from starlette.types import Scope
 
 #: Scopes a key may carry. `loadtest` may send dyed traffic (`X-Shadow-Traffic: 1`).
@@ -125,24 +125,34 @@ def bearer(value: str | None) -> str | None:
     return credentials.strip() or None if scheme.lower() == "bearer" else None
 
 
+#: The operator, identified by the admin token.
+ADMIN_CALLER = Caller(frozenset({contract.PUBLIC, contract.ADMIN}))
+
+
 class ApiKeyTrust:
     """The gateway's `Trust`: the caller behind `Authorization: Bearer <key>`.
 
     The edge asks it once per request, before the access limits or any handler run: a known
     key makes a caller with its customer and its scopes (`scope:loadtest` may send the dye);
-    anyone else is anonymous (the route answers 401). Every later step reads the caller from
-    the request context instead of parsing the key again.
+    the bearer of `admin_token` is the operator (`contract.ADMIN`: it may pin a request to a
+    canary with `X-Canary-Route`; the admin routes still check the token themselves); anyone
+    else is anonymous (the route answers 401). Every later step reads the caller from the
+    request context instead of parsing the key again.
     """
 
     reads = frozenset({b"authorization"})
 
-    def __init__(self, keys: KeyTable) -> None:
+    def __init__(self, keys: KeyTable, admin_token: str = "") -> None:
         self.keys = keys
+        self._admin = (admin_token,) if admin_token else ()
 
     def identify(self, scope: Scope, headers: Mapping[bytes, str]) -> Caller:
-        """The caller of a known key, or the anonymous one."""
-        api_key = self.keys.find(bearer(headers.get(b"authorization")))
+        """The caller of a known key, the operator, or the anonymous one."""
+        presented = bearer(headers.get(b"authorization"))
+        api_key = self.keys.find(presented)
         if api_key is None:
+            if presented and self._admin and token_matches(presented, self._admin):
+                return ADMIN_CALLER
             return contract.ANONYMOUS
         principals = frozenset({contract.PUBLIC, *(contract.scope(s) for s in api_key.scopes)})
         return Caller(principals, customer=api_key.customer_id, identity=api_key)

@@ -8,10 +8,10 @@ from typing import TypedDict
 
 import httpx
 from fastapi import FastAPI
-from servicekit import Downstreams, ServiceClient, create_service_app
+from servicekit import Downstreams, RoutingTable, ServiceClient, create_service_app
 from starlette.middleware import Middleware
 
-from gateway import admin
+from gateway import admin, canary
 from gateway.access import AccessLimitMiddleware, AccessLimits, open_access_limits
 from gateway.config import GatewaySettings
 from gateway.keys import ApiKeyTrust, KeyTable
@@ -25,6 +25,10 @@ class State(TypedDict):
     inventory: ServiceClient
     order: ServiceClient
     payment: ServiceClient
+    #: Canary routes of the upstreams (admin API `/admin/canary/{service}`).
+    routing: RoutingTable
+    #: {upstream service: its stable URL}: the services a canary route may name.
+    upstreams: dict[str, str]
     access_limits: AccessLimits
     # The limiter falls back to per-process counts when Redis fails, so the gateway stays
     # ready without it: None keeps the kit's /readyz from checking Redis.
@@ -76,6 +80,8 @@ def create_app(
                     "inventory": inventory,
                     "order": order,
                     "payment": payment,
+                    "routing": downstreams.routing,
+                    "upstreams": downstreams.upstreams,
                     "access_limits": access_limits,
                     "redis": None,
                 }
@@ -86,9 +92,9 @@ def create_app(
         settings,
         title="Gateway",
         lifespan=lifespan,
-        routers=[router, admin.router],
+        routers=[router, admin.router, canary.router],
         internal=False,
         description="The public entry: API keys, access limits, routing to services.",
         middleware=[Middleware(AccessLimitMiddleware)],
-        trust=ApiKeyTrust(keys),
+        trust=ApiKeyTrust(keys, settings.admin_token.get_secret_value()),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from servicekit.contract import SKU_PATTERN
 
 
@@ -59,3 +59,32 @@ ORDER_CREATE_SCHEMA: dict[str, Any] = {
         }
     },
 }
+
+
+class CanaryRouteUpdate(BaseModel):
+    """A canary route: `weight` percent of the service's calls go to `upstream`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upstream: str = Field(
+        max_length=200,
+        description="`http://127.0.0.1:<port>` (loopback with a port) or an allow-listed host.",
+    )
+    weight: float = Field(
+        ge=0, le=100, allow_inf_nan=False, description="Percent of calls; 0.5 is one in 200."
+    )
+    version: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9._+-]+$")
+    step: str | None = Field(
+        default=None, max_length=64, description="Where the rollout stands, as its driver says."
+    )
+
+
+class CanaryRoutePublic(BaseModel):
+    """A service's routing as every caller of it follows it now."""
+
+    service: str
+    stable: str = Field(description="The stable upstream, as the gateway is configured.")
+    upstream: str | None = Field(description="The canary upstream; null without a canary.")
+    weight: float
+    version: str | None
+    step: str | None

@@ -16,6 +16,7 @@ from servicekit.downstream.breaker import AsyncCircuitBreaker, BreakerConfig, Ci
 from servicekit.downstream.breaker_registry import Breakers
 from servicekit.downstream.client import ServiceClient, propagation_headers
 from servicekit.downstream.retry import RetryPolicy
+from servicekit.downstream.routing import Route, RouteError, RoutingTable
 from servicekit.downstream.wiring import Downstreams
 from servicekit.edge.credential import (
     ServiceCredential,
@@ -82,6 +83,9 @@ __all__ = [
     "ProblemDocument",
     "ReadOnlyGuard",
     "RetryPolicy",
+    "Route",
+    "RouteError",
+    "RoutingTable",
     "SecurityHeaders",
     "ServiceClient",
     "ServiceCredential",

@@ -51,6 +51,8 @@ SHADOW: Key[bool] = Key("shadow")
 DEADLINE: Key[float] = Key("deadline")
 #: Shedding priority of the request (`CRITICAL` or absent for normal), carried downstream.
 PRIORITY: Key[str] = Key("priority")
+#: `canary` or `stable`: pins the request's calls to one upstream (servicekit.downstream.routing).
+CANARY_ROUTE: Key[str] = Key("canary_route")
 #: The priority of saga confirmation and compensation calls: shed last.
 CRITICAL = "critical"
 

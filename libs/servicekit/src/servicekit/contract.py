@@ -13,6 +13,8 @@ code import this module, never each other. Identifier patterns live here too.
     priority          X-Request-Priority      service            PRIORITY       from context
     dyed traffic      X-Shadow-Traffic        service, loadtest  SHADOW         from context
     customer          X-Customer-ID           service            CUSTOMER_ID    from context
+    canary pin        X-Canary-Route          service, admin,    CANARY_ROUTE   from context
+                                              loadtest
     credential        X-Service-Token         (the credential)   -              minted per hop
     idempotency key   Idempotency-Key         anyone             -              copied
 
@@ -52,6 +54,8 @@ def scope(name: str) -> str:
 
 
 LOADTEST = scope("loadtest")
+#: The gateway's operator: `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`.
+ADMIN = "admin"
 
 # Identifier patterns: every id, sku and key is checked for format and length before it reaches
 # a database, with the same pattern on every hop.
@@ -112,6 +116,10 @@ def _critical(raw: str) -> str | None:
 
 def _flag(raw: str) -> bool | None:
     return True if raw == "1" else None
+
+
+def _route(raw: str) -> str | None:
+    return raw if raw in ROUTES else None
 
 
 def _credential(raw: str) -> str | None:
@@ -185,6 +193,19 @@ CUSTOMER: Hop[str] = Hop(
     Forward.CONTEXT,
     context.CUSTOMER_ID,
 )
+#: Values of `X-Canary-Route`: which upstream a pinned request's calls go to.
+CANARY, STABLE = "canary", "stable"
+ROUTES = frozenset({CANARY, STABLE})
+#: Pins a request (and every call it makes, on every hop) to the canary or the stable
+#: upstream of each downstream that has a canary route (servicekit.downstream.routing); for
+#: tests and load runs, so only operators, load-test keys and services may set it.
+CANARY_ROUTE: Hop[str] = Hop(
+    "X-Canary-Route",
+    _route,
+    frozenset({SERVICE, ADMIN, LOADTEST}),
+    Forward.CONTEXT,
+    context.CANARY_ROUTE,
+)
 #: The service credential (servicekit.edge.credential); never accepted from the public.
 SERVICE_TOKEN: Hop[str] = Hop("X-Service-Token", _credential, _SERVICES, Forward.MINTED)
 IDEMPOTENCY_KEY: Hop[str] = Hop(
@@ -200,6 +221,7 @@ INBOUND: tuple[Hop[Any], ...] = (
     PRIORITY,
     SHADOW,
     CUSTOMER,
+    CANARY_ROUTE,
 )
 #: Every request header of the contract.
 REQUEST_HEADERS: tuple[Hop[Any], ...] = (*INBOUND, SERVICE_TOKEN, IDEMPOTENCY_KEY)

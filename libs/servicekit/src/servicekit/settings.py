@@ -7,10 +7,11 @@ variables belong to the OpenTelemetry SDK and are not mirrored here.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import importlib.metadata
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Environment = Literal["development", "test", "staging", "production"]
 
@@ -40,6 +41,14 @@ def async_database_url(url: str) -> str:
     raise ValueError(f"unsupported database URL scheme {scheme!r}: use postgresql:// or sqlite:///")
 
 
+def package_version(distribution: str) -> str:
+    """The installed version of `distribution`, or `0+unknown` when it is not installed."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 class ServiceSettings(BaseSettings):
     """Settings every service has. Subclasses set `service_name` and `env_prefix`."""
 
@@ -53,7 +62,9 @@ class ServiceSettings(BaseSettings):
     secret_fields: ClassVar[tuple[str, ...]] = ("service_token",)
 
     environment: Environment = "development"
-    version: str = "0.1.0"
+    #: What this process runs (`service.version`, the `version` label of the RED metrics, every
+    #: log line, /healthz). Unset: the service package's installed version. A canary sets its own.
+    version: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9._+-]*$")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"
@@ -128,6 +139,29 @@ class ServiceSettings(BaseSettings):
     breaker_half_open_probes: int = Field(default=3, ge=1, le=1000)
     breaker_storage: Literal["memory", "redis"] = "memory"
     breaker_webhook_url: str | None = None
+
+    # Canary routing (servicekit.downstream.routing): the routes every process of the stack
+    # follows, from a Redis key (when set, with REDIS_URL) or a JSON file (`make up` sets
+    # `.run/routing.json`); unset, routes live in this process only. Polled off the request
+    # path every routing_poll_seconds. A canary upstream is a loopback address with a port,
+    # or a host listed in routing_allowed_hosts (comma-separated).
+    routing_file: str | None = None
+    routing_redis_key: str | None = Field(default=None, pattern=r"^[A-Za-z0-9:_.-]{1,128}$")
+    routing_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    routing_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("routing_allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(h.strip().lower() for h in value.split(",") if h.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _default_version(self) -> ServiceSettings:
+        if not self.version:
+            self.version = package_version(self.service_name)
+        return self
 
     @model_validator(mode="after")
     def _check_breaker_settings(self) -> ServiceSettings:

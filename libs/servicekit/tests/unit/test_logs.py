@@ -39,7 +39,7 @@ async def test_each_request_writes_one_access_line_with_route_status_and_latency
     assert isinstance(first["latency_ms"], float) and first["latency_ms"] >= 0
     assert first["request_id"] == created.headers["x-request-id"]
     assert len(first["trace_id"]) == 32 and len(first["span_id"]) == 16
-    assert (first["service"], first["version"]) == ("demo", "0.1.0")
+    assert (first["service"], first["version"]) == ("demo", app.state.settings.version)
     # Unmatched paths are one label, never the raw path (bounded), which stays in `path`.
     assert (second["route"], second["path"], second["status"]) == ("unmatched", "/nowhere", 404)
     assert second["request_id"] == missing.headers["x-request-id"]

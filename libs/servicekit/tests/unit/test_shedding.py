@@ -74,6 +74,8 @@ class Shop:
         return limiter
 
     def sample(self, name: str, **labels: str) -> float:
+        if name.startswith("http_server_request_duration"):
+            labels.setdefault("version", self.app.state.settings.version)
         value = self.app.state.metrics.registry.get_sample_value(name, labels)
         return 0.0 if value is None else float(value)
 

@@ -7,6 +7,10 @@ failure or timeout becomes `UnavailableError` (503), never a 500.
 Every attempt goes through the downstream's circuit breaker (`downstream.breaker`): an open
 breaker raises `CircuitOpenError` (503 with Retry-After) without sending anything. Idempotent
 calls are retried within the request's deadline and a retry budget (`servicekit.downstream.retry`).
+
+With a `RoutingTable` (servicekit.downstream.routing), each call picks its upstream once, stable
+or canary, and keeps it for its retries. A canary that refuses the connection (nothing was
+sent, so any call may go again) is suspended and the call goes to stable at once.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import httpx
 from servicekit import context, contract
 from servicekit.downstream.breaker import AsyncCircuitBreaker, CircuitOpenError, Permit
 from servicekit.downstream.retry import RETRYABLE_STATUSES, RetryPolicy
+from servicekit.downstream.routing import RoutingTable
 from servicekit.edge.credential import ServiceCredential
 from servicekit.edge.middleware import new_span_id
 from servicekit.errors import UnavailableError
@@ -39,6 +44,7 @@ _SHADOW, _PRIORITY, _CUSTOMER = (
     contract.CUSTOMER.name,
 )
 _SERVICE_TOKEN, _DEADLINE = contract.SERVICE_TOKEN.name, contract.DEADLINE.name
+_CANARY_ROUTE = contract.CANARY_ROUTE.name
 
 
 def propagation_headers() -> dict[str, str]:
@@ -68,6 +74,9 @@ def propagation_headers() -> dict[str, str]:
     customer = context.get(context.CUSTOMER_ID)
     if customer:
         headers[_CUSTOMER] = customer
+    pin = context.get(context.CANARY_ROUTE)
+    if pin:
+        headers[_CANARY_ROUTE] = pin
     return headers
 
 
@@ -100,6 +109,9 @@ class ServiceClient:
     `backpressure_trips_breaker=False` keeps an upstream's deliberate 429/503 out of its count
     (see `counts_against_breaker`). `retry` sets retries and their budget; `metrics` (the
     app's) records `http_client_request_duration_seconds` and `servicekit_client_retries`.
+    `routing` (shared by a service's clients) splits calls between `base_url`, the stable
+    upstream, and the downstream's canary route; httpx keeps a connection pool per upstream,
+    and an upstream no longer routed to keeps its idle connections until they expire.
     """
 
     def __init__(
@@ -117,7 +129,9 @@ class ServiceClient:
         backpressure_trips_breaker: bool = True,
         retry: RetryPolicy | None = None,
         metrics: Metrics | None = None,
+        routing: RoutingTable | None = None,
     ) -> None:
+        self.routing = routing
         self.breaker = breaker or AsyncCircuitBreaker(name, metrics=metrics)
         self._backpressure_trips_breaker = backpressure_trips_breaker
         self.retry = retry or RetryPolicy()
@@ -142,8 +156,8 @@ class ServiceClient:
             max_keepalive_connections=self._max_connections // 2,
         )
         inner = self._transport or httpx.AsyncHTTPTransport(limits=limits)
+        # No base_url: each call names its upstream (stable or canary), see `request`.
         return httpx.AsyncClient(
-            base_url=self.base_url,
             timeout=httpx.Timeout(self.timeout, connect=min(1.0, self.timeout)),
             # A client span per attempt, named in the `traceparent` it sends (when traced).
             transport=TracingTransport(inner, peer=self.name),
@@ -173,11 +187,16 @@ class ServiceClient:
         """
         retryable = self.retry.is_idempotent(method) if idempotent is None else idempotent
         self._retry_budget.deposit()
+        # The upstream is chosen once: the call and its retries finish where they started.
+        routing = self.routing
+        upstream, canary = self.base_url, False
+        if routing is not None:
+            upstream, canary = routing.choose(self.name, upstream)
         attempt = 1
         outcome: httpx.Response | UnavailableError | None = None
         while True:
             try:
-                outcome = await self._send(method, path, json, content, params, headers)
+                outcome = await self._send(upstream + path, method, json, content, params, headers)
             except CircuitOpenError:
                 if outcome is None:
                     raise  # nothing was sent, and retrying would only be refused again
@@ -185,6 +204,12 @@ class ServiceClient:
                     raise outcome from None
                 return outcome
             except UnavailableError as exc:
+                if canary and isinstance(exc.__cause__, httpx.ConnectError):
+                    # A dead canary: nothing was sent, so even a write may go to stable now.
+                    assert routing is not None
+                    routing.suspend(upstream)
+                    upstream, canary = self.base_url, False
+                    continue
                 if isinstance(exc.__cause__, httpx.TimeoutException):
                     raise  # it spent the call's whole budget; a slow dependency gets no second
                 outcome = exc
@@ -228,8 +253,8 @@ class ServiceClient:
 
     async def _send(
         self,
+        url: str,
         method: str,
-        path: str,
         json: Any,
         content: bytes | None,
         params: Mapping[str, Any] | None,
@@ -251,7 +276,7 @@ class ServiceClient:
         try:
             response = await client.request(
                 method,
-                path,
+                url,
                 json=json,
                 content=content,
                 params=params,

@@ -2,7 +2,9 @@
 
 Each client of a service sends the same credential and caller name, reports to the same
 metrics and is guarded by a breaker from the same registry (`Breakers`: config, webhook and
-shared state from `<PREFIX>_BREAKER_*`). Use in a lifespan::
+shared state from `<PREFIX>_BREAKER_*`) and follows the same canary routes (`routing`, from
+`<PREFIX>_ROUTING_*`: a JSON file or a Redis key every process of the stack watches). Use in a
+lifespan::
 
     downstreams = Downstreams(settings, metrics=app.state.metrics)
     payment = downstreams.client("payment", settings.payment_url)
@@ -15,12 +17,21 @@ shared state from `<PREFIX>_BREAKER_*`). Use in a lifespan::
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import httpx
 
+from servicekit.data.redis import create_redis
 from servicekit.downstream.breaker_registry import Breakers
 from servicekit.downstream.client import ServiceClient
+from servicekit.downstream.routing import (
+    FileStore,
+    MemoryStore,
+    RedisStore,
+    RouteStore,
+    RoutingTable,
+)
 from servicekit.settings import ServiceSettings
 from servicekit.telemetry.metrics import Metrics
 
@@ -40,6 +51,24 @@ class Downstreams:
         self.transport = transport
         self.breakers = Breakers.from_settings(settings, metrics=metrics)
         self._clients: list[ServiceClient] = []
+        self._redis: Any = None
+        self.routing = RoutingTable(
+            self._route_store(settings), allowed_hosts=settings.routing_allowed_hosts
+        )
+        self._watch: contextlib.AsyncExitStack | None = None
+
+    def _route_store(self, settings: ServiceSettings) -> RouteStore:
+        if settings.routing_redis_key and settings.redis_url:
+            self._redis = create_redis(settings.redis_url, name=f"{settings.service_name}-routing")
+            return RedisStore(self._redis, settings.routing_redis_key)
+        if settings.routing_file:
+            return FileStore(settings.routing_file)
+        return MemoryStore()
+
+    @property
+    def upstreams(self) -> dict[str, str]:
+        """{downstream: stable upstream} of every client made (the services a route may name)."""
+        return {client.name: client.base_url for client in self._clients}
 
     def client(
         self,
@@ -67,18 +96,29 @@ class Downstreams:
             breaker=self.breakers.get(name, **breaker_overrides),
             backpressure_trips_breaker=backpressure_trips_breaker,
             metrics=self.metrics,
+            routing=self.routing,
         )
         self._clients.append(client)
         return client
 
     async def start(self) -> None:
-        """Start the breakers' background work (shared state, when stored in Redis)."""
+        """Start the breakers' background work and the routing watcher."""
         await self.breakers.start()
+        self._watch = contextlib.AsyncExitStack()
+        await self._watch.enter_async_context(
+            self.routing.watch(self.settings.routing_poll_seconds)
+        )
 
     async def aclose(self) -> None:
         """Close every client, then stop the breakers (flushing webhook notices)."""
         try:
+            if self._watch is not None:
+                await self._watch.aclose()
             for client in self._clients:
                 await client.aclose()
         finally:
-            await self.breakers.aclose()
+            try:
+                await self.breakers.aclose()
+            finally:
+                if self._redis is not None:
+                    await self._redis.aclose()

@@ -18,9 +18,13 @@ CHECK_TIMEOUT = 1.0
 
 
 @router.get("/healthz")
-async def read_health() -> dict[str, str]:
-    """Alive: the process answers. Never depends on the database or Redis."""
-    return {"status": "ok"}
+async def read_health(request: Request) -> dict[str, str]:
+    """Alive: the process answers, and which version it runs. Never depends on a dependency."""
+    return {
+        "status": "ok",
+        "service": request.app.state.settings.service_name,
+        "version": request.app.state.settings.version,
+    }
 
 
 async def _check(name: str, probe: Any) -> tuple[str, str | None]:

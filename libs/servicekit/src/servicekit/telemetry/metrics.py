@@ -3,8 +3,11 @@
 Names follow the OpenTelemetry HTTP semantic conventions where they exist
 (`http.server.request.duration` -> `http_server_request_duration_seconds`).
 The service itself is not a label: Prometheus adds it as a target label (`service`, see
-`observability/prometheus/`), so a canary and its stable twin differ only by `instance`, and
-`servicekit_build_info{version}` tells their versions apart.
+`observability/prometheus/`). The RED histogram carries the process's `version`, so a canary
+and its stable twin are told apart without a join; any other series joins
+`servicekit_build_info{version}` on `instance`. Each registry also has the runtime's own
+collectors: `python_gc_collections_total{generation}` (GC frequency, judged per request by
+`make canary`) and `process_resident_memory_bytes`.
 
 Exemplars: the request-duration histogram and the business counters carry the trace id of a
 sampled request. They are exposed only in the OpenMetrics format, which `/metrics` serves to a
@@ -13,6 +16,8 @@ scraper that asks for it (Prometheus does).
 
 from __future__ import annotations
 
+import gc
+import os
 import platform
 import time
 from bisect import bisect_left
@@ -21,7 +26,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
@@ -76,6 +81,52 @@ class OnceConstructions:
         yield family
 
 
+class RuntimeCollector:
+    """`python_gc_collections_total{generation}` and `process_resident_memory_bytes`.
+
+    Read at scrape time from `gc.get_stats()` and `/proc/self/statm` (Linux; elsewhere the
+    memory gauge is left out). prometheus_client's own GC and process collectors export a
+    dozen families; these two are what a canary is judged on (GC frequency, memory).
+    """
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples (the registry checks names when registering)."""
+        yield from self._families(sample=False)
+
+    def collect(self) -> Iterator[Metric]:
+        """The process's figures now."""
+        yield from self._families(sample=True)
+
+    def _families(self, *, sample: bool) -> Iterator[Metric]:
+        collections = CounterMetricFamily(
+            "python_gc_collections",
+            "Collections run by the garbage collector, per generation.",
+            labels=["generation"],
+        )
+        memory = GaugeMetricFamily(
+            "process_resident_memory_bytes", "Resident memory of this process (RSS)."
+        )
+        if sample:
+            for generation, stats in enumerate(gc.get_stats()):
+                collections.add_metric([str(generation)], stats["collections"])
+            pages = _resident_pages()
+            if pages is not None:
+                memory.add_metric([], pages * _PAGE_SIZE)
+        yield collections
+        yield memory
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _resident_pages() -> int | None:
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Metrics:
     """The metrics every service exports, in a registry of its own.
 
@@ -96,9 +147,12 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(version or "unknown", platform.python_version()).set(1)
+        # --- Runtime: GC collections per generation, resident memory ----------------------
+        self.runtime = RuntimeCollector()
+        r.register(self.runtime)
         # --- HTTP server (OTel semconv http.server.*) -------------------------------------
         # Observed on every request by the edge layer: kept by a collector of its own (below).
-        self.request_duration = ServerDurations()
+        self.request_duration = ServerDurations(version=version or "unknown")
         r.register(self.request_duration)
         self.active_requests = Gauge(
             "http_server_active_requests", "HTTP server requests in flight.", registry=r
@@ -252,7 +306,7 @@ class _Series:
 
 class ServerDurations:
     """`http_server_request_duration_seconds{http_request_method, http_route,
-    http_response_status_code, traffic}`: the RED histogram, as a collector.
+    http_response_status_code, traffic, version}`: the RED histogram, as a collector.
 
     prometheus_client's `Histogram` takes a lock twice per observation (sum and bucket) and
     its `labels()` lookup costs more than that; this histogram is observed once per request,
@@ -260,13 +314,23 @@ class ServerDurations:
     set (`bisect` into the bounds) and builds the family at scrape time, exemplars included;
     the exposition is prometheus_client's. A scrape from another thread reads ints and floats,
     each read atomic; `_count` is the last cumulative bucket, so count and buckets agree.
+    `version` is the process's: one value per collector, added at scrape time, free per request.
     """
 
     name = "http_server_request_duration_seconds"
     documentation = "Duration of HTTP server requests."
-    labels = ("http_request_method", "http_route", "http_response_status_code", "traffic")
+    labels = (
+        "http_request_method",
+        "http_route",
+        "http_response_status_code",
+        "traffic",
+        "version",
+    )
 
-    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+    def __init__(
+        self, buckets: tuple[float, ...] = LATENCY_BUCKETS, *, version: str = "unknown"
+    ) -> None:
+        self.version = version
         self._bounds = buckets
         # `le` spelled as prometheus_client's Histogram spells it (its helper is untyped).
         les: list[str] = [floatToGoString(b) for b in buckets]  # type: ignore[no-untyped-call]
@@ -310,7 +374,7 @@ class ServerDurations:
             for le, count, exemplar in zip(self._les, series.counts, series.exemplars, strict=True):
                 cumulative += count
                 buckets.append((le, cumulative, exemplar) if exemplar else (le, cumulative))
-            labels = [method, route, str(status), "shadow" if shadow else "live"]
+            labels = [method, route, str(status), "shadow" if shadow else "live", self.version]
             family.add_metric(labels, buckets, series.total)
         yield family
 
