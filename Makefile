@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help install up down status logs trace test test-unit test-members test-integration test-fuzz test-e2e test-chaos test-observability lint fmt bench clean
+.PHONY: help install up down status logs trace loadtest loadtest-ui test test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-chaos test-observability lint fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,7 +27,13 @@ logs: ## Follow the JSON logs (.run/logs/*.log); SERVICE=order to pick one
 trace: ## Print a trace as a waterfall from .run/traces (the latest; TRACE=<id> for one)
 	@$(PY) -m servicekit.traces $(TRACE)
 
-test: install test-unit test-members test-integration test-fuzz test-e2e test-observability test-chaos ## Run every test tier (unit, members alone, integration, fuzz, e2e, observability, chaos)
+loadtest: install ## Locust headless on the stack: SCENARIO=smoke|journey|ramp|spike|soak, USERS, DURATION, WORKERS, DYE... (loadtest/README.md)
+	@$(PY) -m loadtest.run
+
+loadtest-ui: install ## Locust's web UI on the local stack (http://127.0.0.1:8089; same knobs)
+	@$(PY) -m loadtest.run --ui
+
+test: install test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-observability test-chaos ## Run every test tier (unit, members alone, integration, fuzz, e2e, loadtest, observability, chaos)
 
 test-unit: install ## Unit tests: no servers needed
 	@scripts/test.sh unit
@@ -43,6 +49,9 @@ test-fuzz: install ## schemathesis on every app's OpenAPI, in-process (all check
 
 test-e2e: install ## End-to-end: start the stack with `make up` (SQLite, then PostgreSQL + Redis), drive it over HTTP
 	@scripts/test.sh e2e
+
+test-loadtest: install ## `make loadtest` against a private `make up` stack: reports, SLO gate, workers, bad knobs
+	@scripts/test.sh loadtest
 
 test-observability: install ## promtool checks and tests; a real Prometheus scraping a private stack: every panel and rule has data
 	@scripts/test.sh observability

@@ -46,8 +46,8 @@ def bucket(ms: float) -> int:
     if ms < 100:
         return round(ms)
     if ms < 1000:
-        return round(ms, -1)
-    return round(ms, -2)
+        return int(round(ms, -1))
+    return int(round(ms, -2))
 
 
 def percentile(histogram: Mapping[int, int], q: float) -> float:
@@ -87,7 +87,8 @@ class Tally:
         for outcome, histogram in other["latency"].items():
             mine = self.latency.setdefault(outcome, {})
             for ms, count in histogram.items():
-                mine[int(ms)] = mine.get(int(ms), 0) + int(count)
+                key = int(float(ms))
+                mine[key] = mine.get(key, 0) + int(count)
 
     def to_dict(self) -> dict[str, Any]:
         return {
