@@ -62,7 +62,7 @@ test-chaos: install ## Chaos: kill/hang/flood a private stack (own PostgreSQL + 
 lint: install ## ruff (lint + format check), mypy --strict, bandit and pip-audit
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
-	@.venv/bin/mypy libs/servicekit/src services/*/src gateway/src infra/local
+	@.venv/bin/mypy libs/servicekit/src services/*/src gateway/src infra/local loadtest/src loadtest/locustfile.py
 	@scripts/security-lint.sh
 
 bench: install ## Benchmarks, never part of `make test`: B3 (once), B8 (seed experiments) -> benchmarks/results/

@@ -3,7 +3,7 @@
 # relies on another member's dependencies (or imports another app) fails here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-members=(libs/servicekit services/order services/inventory services/payment gateway)
+members=(libs/servicekit services/order services/inventory services/payment gateway loadtest)
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 

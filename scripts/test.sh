@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Run one test tier (unit | integration | e2e | fuzz | chaos | observability) with pytest; every tier must find tests.
+# Run one test tier (unit | integration | e2e | loadtest | fuzz | chaos | observability) with pytest; every tier must find tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tier="${1:?usage: scripts/test.sh unit|integration|e2e|fuzz|chaos|observability [pytest args]}"
+tier="${1:?usage: scripts/test.sh unit|integration|e2e|loadtest|fuzz|chaos|observability [pytest args]}"
 shift
 
 case "$tier" in
-  unit)        paths=(tests/architecture tests/security libs/*/tests/unit services/*/tests/unit gateway/tests/unit) ;;
+  unit)        paths=(tests/architecture tests/security libs/*/tests/unit services/*/tests/unit gateway/tests/unit loadtest/tests/unit) ;;
+  loadtest)    paths=(tests/loadtest) ;;
   integration) paths=(libs/*/tests/integration services/*/tests/integration gateway/tests/integration) ;;
   e2e)         paths=(tests/e2e) ;;
   fuzz)        paths=(tests/fuzz) ;;
   chaos)       paths=(tests/chaos) ;;
   observability) paths=(tests/observability) ;;
-  *) echo "unknown tier: $tier (expected unit, integration, e2e, fuzz, chaos or observability)" >&2; exit 2 ;;
+  *) echo "unknown tier: $tier (expected unit, integration, e2e, loadtest, fuzz, chaos or observability)" >&2; exit 2 ;;
 esac
 
 existing=()

@@ -3,12 +3,10 @@
 One definition for the Locust users (`loadtest/locustfile.py`) and for open-loop load
 (`journey_mix`, for `loadtest.openloop`), so both offer the same traffic.
 
-| task     | request                                           | weight | name in reports           |
-|----------|---------------------------------------------------|--------|---------------------------|
-| browse   | `GET /api/products?limit=20[&cursor=...]`         | 10     | `GET /api/products`       |
-| detail   | `GET /api/products/{sku}`                         | 10     | `GET /api/products/{sku}` |
-| checkout | `POST /api/orders`, fresh `Idempotency-Key`       | 3      | `POST /api/orders`        |
-| lookup   | `GET /api/orders/{id}` of an order the user placed | 2     | `GET /api/orders/{id}`    |
+Tasks (weight): browse `GET /api/products?limit=20[&cursor=..]` (10), detail
+`GET /api/products/{sku}` (10), checkout `POST /api/orders` with a fresh `Idempotency-Key` (3),
+lookup `GET /api/orders/{id}` of an order the user placed (2). Reports name each by the
+constants below (Locust's `name=`); loadtest/README.md has the traffic-mix table.
 """
 
 from __future__ import annotations

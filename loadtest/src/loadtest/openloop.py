@@ -354,7 +354,7 @@ def generate(config: dict[str, Any]) -> dict[str, Any]:
         import uvloop
     except ImportError:
         return asyncio.run(run())
-    return cast("dict[str, Any]", uvloop.run(run()))
+    return uvloop.run(run())
 
 
 def run(config: dict[str, Any], *, prefix: Sequence[str] = ()) -> tuple[list[Result], int]:

@@ -6,13 +6,9 @@ stage until `until` seconds into the run, `users` users, reached at `spawn_rate`
 None once the run is over. The locustfile's shape only delegates here, so the schedules are
 tested without starting Locust (or gevent).
 
-| scenario  | users over time                                              | default users, duration |
-|-----------|--------------------------------------------------------------|-------------------------|
-| `smoke`   | USERS, flat                                                  | 5, 15s                  |
-| `journey` | USERS, flat                                                  | 20, 1m                  |
-| `ramp`    | 4 equal steps up to USERS, each a quarter of DURATION        | 40, 2m                  |
-| `spike`   | a fifth of USERS; USERS for the middle fifth; a fifth again  | 60, 1m                  |
-| `soak`    | USERS, flat, for long                                        | 20, 30m                 |
+Scenarios (default users, duration): `smoke` USERS flat (5, 15s); `journey` USERS flat
+(20, 1m); `ramp` 4 equal steps up to USERS (40, 2m); `spike` a fifth of USERS, USERS for the
+middle fifth of the run, a fifth again (60, 1m); `soak` USERS flat for long (20, 30m).
 """
 
 from __future__ import annotations
