@@ -7,7 +7,8 @@ mix and its weights); the scenario's shape (`SCENARIO`, `USERS`, `SPAWN_RATE`, `
 `X-Shadow-Traffic: 1`.
 
 Every answer is judged by `loadtest.outcomes.classify` (ok, shed, business, error); only errors
-are Locust failures. The outcomes and their latencies are tallied too (workers ship their tally
+are Locust failures. The outcomes and their latencies are tallied too, from Locust's own
+request event so the tally and Locust's stats count the same requests (workers ship their tally
 to the master with every stats report) and written to `$LOADTEST_OUTCOMES_FILE` when Locust
 quits, for the runner's summary and SLO gate (`python -m loadtest.run`).
 
@@ -46,6 +47,19 @@ def settings() -> knobs.Knobs:
     return knobs.parse()
 
 
+def outcome_of(response: Any) -> tuple[int, str]:
+    """(status, outcome) of a Locust response; status 0 when there was no answer."""
+    status = int(getattr(response, "status_code", 0) or 0)
+    headers = getattr(response, "headers", None)
+    return status, classify(status, bool(headers and headers.get("retry-after")))
+
+
+@events.request.add_listener
+def tally(response_time: float, response: Any = None, **_: Any) -> None:
+    """Count every request Locust counts, in the same event, so the two always agree."""
+    TALLY.add(outcome_of(response)[1], response_time)
+
+
 class Shopper(FastHttpUser):
     """One shopper: browses pages in order, looks at products, buys cheap ones, checks orders."""
 
@@ -61,10 +75,8 @@ class Shopper(FastHttpUser):
         self.orders: list[str] = []
 
     def _judge(self, response: Any) -> Any:
-        """Classify the answer, tally it, and tell Locust: only an error is a failure."""
-        status = int(response.status_code or 0)
-        outcome = classify(status, bool(response.headers and response.headers.get("retry-after")))
-        TALLY.add(outcome, response.request_meta["response_time"])
+        """Tell Locust what the answer is: only an error is a failure. The 2xx answer, or None."""
+        status, outcome = outcome_of(response)
         if outcome == ERROR:
             response.failure(
                 f"{status} {str(response.text or '')[:120]}" if status else "no answer"
