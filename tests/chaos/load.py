@@ -17,19 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from loadtest.journey import SKUS
 from loadtest.openloop import Generator, Mix, Request, encode, parse_headers
-
-#: Affordable products (the payment service declines anything above $1,000).
-SKUS = (
-    "coffee-house-blend-250g",
-    "coffee-ethiopia-yirgacheffe-250g",
-    "coffee-colombia-huila-250g",
-    "tea-sencha-100g",
-    "tea-earl-grey-100g",
-    "mug-stoneware-350ml",
-    "filters-paper-100",
-    "dripper-ceramic-v60",
-)
 
 
 @dataclass(frozen=True)
