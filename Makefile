@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help install up down up-docker down-docker render status logs trace canary rollback test test-unit test-members test-integration test-fuzz test-e2e test-chaos test-canary test-observability test-containers lint fmt bench clean
+.PHONY: help install up down up-docker down-docker render status logs trace canary rollback loadtest loadtest-ui test test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-chaos test-canary test-observability test-containers lint fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,7 +42,13 @@ canary: install ## Canary release of SERVICE (VERSION, CANARY_ENV, STEPS, STEP_S
 rollback: install ## Roll SERVICE back to stable now: canary route removed, canary stopped
 	@SERVICE="$(SERVICE)" $(PY) infra/local/canary.py rollback
 
-test: install test-unit test-members test-integration test-fuzz test-e2e test-observability test-containers test-chaos test-canary ## Run every test tier (unit, members alone, integration, fuzz, e2e, observability, containers, chaos, canary)
+loadtest: install ## Locust headless on the stack: SCENARIO=smoke|journey|ramp|spike|soak, USERS, DURATION, WORKERS, DYE... (loadtest/README.md)
+	@$(PY) -m loadtest.run
+
+loadtest-ui: install ## Locust's web UI on the local stack (http://127.0.0.1:8089; same knobs)
+	@$(PY) -m loadtest.run --ui
+
+test: install test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-observability test-containers test-chaos test-canary ## Run every test tier (unit, members alone, integration, fuzz, e2e, loadtest, observability, containers, chaos, canary)
 
 test-unit: install ## Unit tests: no servers needed
 	@scripts/test.sh unit
@@ -59,6 +65,9 @@ test-fuzz: install ## schemathesis on every app's OpenAPI, in-process (all check
 test-e2e: install ## End-to-end: start the stack with `make up` (SQLite, then PostgreSQL + Redis), drive it over HTTP
 	@scripts/test.sh e2e
 
+test-loadtest: install ## `make loadtest` against a private `make up` stack: reports, SLO gate, workers, bad knobs
+	@scripts/test.sh loadtest
+
 test-observability: install ## promtool checks and tests; a real Prometheus scraping a private stack: every panel and rule has data
 	@scripts/test.sh observability
 
@@ -74,7 +83,7 @@ test-canary: install ## Canary releases on a private stack: bad canaries rolled 
 lint: install ## ruff (lint + format check), mypy --strict, bandit and pip-audit
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
-	@.venv/bin/mypy libs/servicekit/src services/*/src gateway/src infra/local
+	@.venv/bin/mypy libs/servicekit/src services/*/src gateway/src infra/local loadtest/src loadtest/locustfile.py
 	@scripts/security-lint.sh
 
 bench: install ## Benchmarks, never part of `make test`: B1-B6, B8, B9 -> benchmarks/results/

@@ -5,15 +5,15 @@ database created, migrated and seeded for the run (dropped at the end). The requ
 realistic for a shop: 80 % `GET /products/{sku}`, 5 % `GET /products?limit=20`, 15 %
 `POST /reservations` (one unit of a random sku; stock is reset before every run).
 
-Load generator: `b4 open-loop` (this file, `generate` mode) in separate processes: an asyncio
-loop (uvloop) that schedules request i at `start + i / rate` whatever the answers do (constant
-arrival rate, not closed-loop); above `RATE_PER_GENERATOR` several processes share one
-schedule. Requests go over raw HTTP/1.1 keep-alive connections opened on demand, at most 1,024
-(a bounded client pool, as the internal callers of inventory have): a request due while all
-of them wait on an answer is *dropped*, i.e. counted as offered and failed. Latency is measured
-from the scheduled time, so neither a slow server nor a late generator can hide a queue (no
-coordinated omission). Each connection is an asyncio protocol, a few microseconds per
-request, because the generator shares two cores with the server and PostgreSQL; with
+Load generator: `loadtest.openloop` (the project's open-loop generator) in separate processes:
+an asyncio loop (uvloop) that schedules request i at `start + i / rate` whatever the answers do
+(constant arrival rate, not closed-loop); above `openloop.RATE_PER_PROCESS` several processes
+share one schedule. Requests go over raw HTTP/1.1 keep-alive connections opened on demand, at
+most 1,024 (a bounded client pool, as the internal callers of inventory have): a request due
+while all of them wait on an answer is *dropped*, i.e. counted as offered and failed. Latency
+is measured from the scheduled time, so neither a slow server nor a late generator can hide a
+queue (no coordinated omission). Each connection is an asyncio protocol, a few microseconds
+per request, because the generator shares two cores with the server and PostgreSQL; with
 `taskset` the server runs on CPU 0 and the generators on CPU 1. How late the generator sent
 (p99 behind its schedule) is shown per cell; above `GEN_LAG_LIMIT_MS` the cell is invalid.
 
@@ -38,10 +38,7 @@ error. Targets: goodput at 2x >= 90 % of peak, at 4x >= 80 %; p99 of the shed an
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import json
-import math
 import os
 import random
 import secrets
@@ -57,10 +54,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from asgi_bench import wait_until_ready
+from loadtest.openloop import Classifier, Mix, Request, encode
+from loadtest.outcomes import BUSINESS, ERROR, OK, SHED
 from report import write
+
+from loadtest import openloop
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get("B4_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -73,19 +74,12 @@ LOOP = os.environ.get("B4_LOOP", "auto")
 LIMIT = int(os.environ.get("B4_LIMIT", "32"))
 SHED_P99_TARGET_MS = 10.0
 MAX_CONNECTIONS = 1024
-#: How the generator records a 503 that is not load shedding (e.g. "database pool exhausted").
-OTHER_503 = 599
-TIMEOUT = 10.0
 #: Rest before `settle` (the read-only guard's window, servicekit's default 5 s, must empty).
 SETTLE_PAUSE_SECONDS = 5.0
 WARM_UP_SECONDS = float(os.environ.get("B4_WARM_UP_SECONDS", "3"))
 #: A cell whose generator sent later than this behind its schedule (p99) did not offer its
 #: rate: it is marked invalid, not counted.
 GEN_LAG_LIMIT_MS = 50.0
-#: The generator sends what fell due every this many seconds (it adds to latency, never hides).
-TICK = 0.001
-#: One generator process keeps its schedule up to about this rate here (drops cost little).
-RATE_PER_GENERATOR = 40_000.0
 SECRET = "b4-bench-service-secret"  # noqa: S105 (a throwaway secret for a local server)
 PINNED = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 SERVER_CPU, GENERATOR_CPU = 0, 1
@@ -102,247 +96,63 @@ def free_port() -> int:
         return port
 
 
-# --- the load generator (a separate process) ------------------------------------------------
+# --- the load generator: loadtest.openloop, with the shop mix below -----------------------
 
 
-#: One request: (kind, status, latency from the scheduled send, send lag, scheduled time).
-Result = tuple[str, int, float, float, float]
+def shop_mix(config: dict[str, Any]) -> Mix:
+    """The mix above (a factory `loadtest.openloop.generate` calls in each generator process)."""
+    rng = random.Random(4 + config.get("share", 0))
+    skus: list[str] = config["skus"]
+    auth = {"X-Service-Token": config["token"]}
+    reads = [
+        Request("read", encode("GET", f"/products/{sku}", host="b4", headers=auth)) for sku in skus
+    ]
+    listing = Request("list", encode("GET", "/products?limit=20", host="b4", headers=auth))
+    write_headers = {**auth, "Content-Type": "application/json"}
 
-
-class Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection with at most one request outstanding.
-
-    A protocol, not streams and a task per request: the generator shares the machine with
-    the server, so each request must cost it only a few microseconds.
-    """
-
-    def __init__(self, generator: Generator) -> None:
-        self.generator = generator
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        #: (kind, scheduled, lag) of the request in flight, None when idle.
-        self.pending: tuple[str, float, float] | None = None
-        self.queued: bytes | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast("asyncio.Transport", transport)  # uvloop's is no subclass
-        if self.queued is not None:
-            self.transport.write(self.queued)
-            self.queued = None
-
-    def send(self, kind: str, raw: bytes, scheduled: float, lag: float) -> None:
-        self.pending = (kind, scheduled, lag)
-        if self.transport is None:
-            self.queued = raw  # still connecting: sent by connection_made
-        else:
-            self.transport.write(raw)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while self.pending is not None:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self.buffer[:end])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            if len(self.buffer) < end + 4 + length:
-                return
-            status = int(head[9:12])
-            body = bytes(self.buffer[end + 4 : end + 4 + length])
-            del self.buffer[: end + 4 + length]
-            if status == 503 and b"/problems/overloaded" not in body:
-                # Not shedding (a pool timeout, say): kept apart from the shed answers.
-                status = OTHER_503 if b"/problems/read-only" not in body else 503
-            kind, scheduled, lag = self.pending
-            self.pending = None
-            self.generator.done(self, (kind, status, time.monotonic() - scheduled, lag, scheduled))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.generator.lost(self)
-
-
-class Generator:
-    """Open- or closed-loop HTTP/1.1 load over at most `connections` keep-alive connections."""
-
-    def __init__(self, port: int, token: str, skus: list[str], *, seed: int, connections: int):
-        self.port = port
-        self.skus = skus
-        self.connections = connections
-        self.idle: list[Connection] = []
-        self.busy: set[Connection] = set()
-        self.auth = f"X-Service-Token: {token}\r\n"
-        self.results: list[Result] = []
-        self.dropped = 0
-        self.rng = random.Random(seed)
-        self.closed_loop_until = 0.0
-        self.all_answered = asyncio.Event()
-        self.loop = asyncio.get_running_loop()
-
-    def request(self) -> tuple[str, bytes]:
-        draw = self.rng.random()
+    def next_request() -> Request:
+        draw = rng.random()
         if draw < 0.80:
-            sku = self.rng.choice(self.skus)
-            return "read", self._get(f"/products/{sku}")
+            return rng.choice(reads)
         if draw < 0.85:
-            return "list", self._get("/products?limit=20")
+            return listing
         body = json.dumps(
-            {
-                "order_id": str(uuid.uuid4()),
-                "items": [{"sku": self.rng.choice(self.skus), "quantity": 1}],
-            }
+            {"order_id": str(uuid.uuid4()), "items": [{"sku": rng.choice(skus), "quantity": 1}]}
         ).encode()
-        head = (
-            f"POST /reservations HTTP/1.1\r\nHost: b4\r\n{self.auth}"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        return Request(
+            "write", encode("POST", "/reservations", host="b4", headers=write_headers, body=body)
         )
-        return "write", head.encode() + body
 
-    def _get(self, path: str) -> bytes:
-        return f"GET {path} HTTP/1.1\r\nHost: b4\r\n{self.auth}\r\n".encode()
-
-    def send(self, scheduled: float) -> None:
-        """Send the next request of the mix, due at `scheduled`, on a free connection."""
-        if not self.idle and len(self.busy) >= self.connections:
-            # Every connection waits on an answer: the server already holds `connections`
-            # requests. Counted as offered and failed (never as goodput), and shown apart;
-            # decided first, as cheaply as can be: above capacity most requests end here.
-            self.dropped += 1
-            return
-        kind, raw = self.request()
-        lag = time.monotonic() - scheduled
-        if self.idle:
-            connection = self.idle.pop()
-        else:
-            connection = Connection(self)
-            task = self.loop.create_task(
-                self.loop.create_connection(lambda: connection, "127.0.0.1", self.port)
-            )
-            task.add_done_callback(functools.partial(self._connected, connection=connection))
-        self.busy.add(connection)
-        self.all_answered.clear()
-        connection.send(kind, raw, scheduled, lag)
-
-    def _connected(self, task: asyncio.Task[Any], *, connection: Connection) -> None:
-        if task.cancelled() or task.exception() is not None:
-            self.lost(connection)
-
-    def done(self, connection: Connection, result: Result) -> None:
-        self.results.append(result)
-        self._free(connection)
-        if time.monotonic() < self.closed_loop_until:
-            self.busy.add(connection)
-            kind, raw = self.request()
-            connection.send(kind, raw, time.monotonic(), 0.0)
-        else:
-            self.idle.append(connection)
-
-    def _free(self, connection: Connection) -> None:
-        self.busy.discard(connection)
-        if not self.busy:
-            self.all_answered.set()
-
-    def lost(self, connection: Connection) -> None:
-        """The connection closed (or never opened): its request, if any, failed."""
-        if connection.pending is not None:
-            kind, scheduled, lag = connection.pending
-            connection.pending = None
-            self.results.append((kind, 0, time.monotonic() - scheduled, lag, scheduled))
-        self._free(connection)
-        if connection in self.idle:
-            self.idle.remove(connection)
-
-    async def open_loop(
-        self, start: float, rate: float, seconds: float, share: int, of: int
-    ) -> None:
-        """Send slots `share`, `share + of`, ... of one schedule at `rate`/s from `start`.
-
-        `of` processes run one schedule between them, each taking every `of`-th slot.
-        """
-        total = int(rate * seconds)
-        slot = share
-        while slot < total:
-            due = min(total, int((time.monotonic() - start) * rate) + 1)
-            while slot < due:
-                self.send(start + slot / rate)
-                slot += of
-            # A fixed tick, not "until the next slot": at thousands per second that would
-            # spin, and the CPU it burns is taken from PostgreSQL or the server.
-            await asyncio.sleep(TICK)
-        await self.drain()
-
-    async def closed_loop(self, connections: int, seconds: float) -> None:
-        self.closed_loop_until = time.monotonic() + seconds
-        for _ in range(connections):
-            self.send(time.monotonic())
-        await asyncio.sleep(seconds)
-        await self.drain()
-
-    async def drain(self) -> None:
-        """Wait for the answers still due (at most TIMEOUT); those missing then failed."""
-        if self.busy:
-            self.all_answered.clear()  # may be stale: set whenever busy emptied for a moment
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.all_answered.wait(), TIMEOUT)
-        for connection in list(self.busy):
-            if connection.transport is not None:
-                connection.transport.abort()
-            self.lost(connection)
-        for connection in self.idle:
-            if connection.transport is not None:
-                connection.transport.close()
+    return next_request
 
 
-def generate(config: dict[str, Any]) -> dict[str, Any]:
-    """One generator process (`b4_overload.py generate <config>`)."""
-    share, of = config.get("share", 0), config.get("of", 1)
+def shedding_classifier(config: dict[str, Any]) -> Classifier:
+    """Shed: a 503 `overloaded` (service tier) or `read-only` (data tier) problem. Any other
+    503 (a pool timeout, say), a 5xx or no answer is an error; a 4xx (out of stock) neither."""
 
-    async def run() -> dict[str, Any]:
-        gen = Generator(
-            config["port"],
-            config["token"],
-            config["skus"],
-            seed=4 + share,
-            connections=max(1, MAX_CONNECTIONS // of),
-        )
-        if config["mode"] == "closed":
-            await gen.closed_loop(config["connections"], config["seconds"])
-        else:
-            await gen.open_loop(config["start"], config["rate"], config["seconds"], share, of)
-        return {"results": gen.results, "dropped": gen.dropped}
+    def classify(status: int, head: bytes, body: bytes) -> str:
+        if 200 <= status < 300:
+            return OK
+        if status == 503 and (b"/problems/overloaded" in body or b"/problems/read-only" in body):
+            return SHED
+        if status == 0 or status >= 500:
+            return ERROR
+        return BUSINESS
 
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(run())
-    return uvloop.run(run())
+    return classify
 
 
 def run_generator(config: dict[str, Any]) -> dict[str, Any]:
-    """Run the load in `processes` generator processes (one schedule between them), merged."""
-    processes = config.get("processes", 1) if config["mode"] == "open" else 1
-    # One clock for all (CLOCK_MONOTONIC is system-wide on Linux): the schedule starts once
-    # every process has had time to start Python.
-    start = time.monotonic() + 1.0 + 0.3 * processes
-    with tempfile.TemporaryDirectory(prefix="b4-gen-") as folder:
-        running = []
-        for share in range(processes):
-            out = Path(folder) / f"{share}.json"
-            part = {**config, "start": start, "share": share, "of": processes, "out": str(out)}
-            command = pinned(
-                GENERATOR_CPU, [sys.executable, __file__, "generate", json.dumps(part)]
-            )
-            running.append((subprocess.Popen(command), out))  # noqa: S603 (our own command)
-        merged: dict[str, Any] = {"results": [], "dropped": 0}
-        for process, out in running:
-            if process.wait() != 0:
-                raise RuntimeError(f"generator process failed ({process.returncode})")
-            part_result = json.loads(out.read_text())
-            merged["results"].extend(part_result["results"])
-            merged["dropped"] += part_result["dropped"]
-    return merged
+    """The load of `config` (open: `rate`; closed: `closed_connections`), merged over processes."""
+    full = {
+        **config,
+        "mix": "b4_overload:shop_mix",
+        "classifier": "b4_overload:shedding_classifier",
+        "path": [str(Path(__file__).parent)],
+        "connections": MAX_CONNECTIONS,
+    }
+    results, dropped = openloop.run(full, prefix=pinned(GENERATOR_CPU, []))
+    return {"results": results, "dropped": dropped}
 
 
 # --- the service under test ----------------------------------------------------------------
@@ -476,7 +286,7 @@ def settle(base: dict[str, Any], url: str) -> None:
     """
     time.sleep(SETTLE_PAUSE_SECONDS)
     for _ in range(10):
-        run_generator({**base, "mode": "closed", "connections": 8, "seconds": 2})
+        run_generator({**base, "mode": "closed", "closed_connections": 8, "seconds": 2})
         if not any(modes(base["port"]).values()):
             break
         time.sleep(1)
@@ -506,8 +316,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def summarise(raw: dict[str, Any], seconds: float) -> dict[str, float]:
     results = raw["results"]
-    ok = [r[2] for r in results if 200 <= r[1] < 300]
-    shed = [r[2] for r in results if r[1] == 503]
+    ok = [r.latency for r in results if r.outcome == OK]
+    shed = [r.latency for r in results if r.outcome == SHED]
     offered = len(results) + raw["dropped"]
     return {
         "offered": offered,
@@ -517,25 +327,23 @@ def summarise(raw: dict[str, Any], seconds: float) -> dict[str, float]:
         "shed_p99_ms": percentile(shed, 0.99) * 1000,
         "ok_p50_ms": percentile(ok, 0.50) * 1000,
         "ok_p99_ms": percentile(ok, 0.99) * 1000,
-        "errors": sum(1 for r in results if r[1] == 0 or (r[1] >= 500 and r[1] != 503)),
+        "errors": sum(1 for r in results if r.outcome == ERROR),
         "dropped": raw["dropped"],
         # How late the generator sent, behind its own schedule: a late generator under-offers.
-        "gen_lag_p99_ms": percentile([r[3] for r in results], 0.99) * 1000,
+        "gen_lag_p99_ms": percentile([r.lag for r in results], 0.99) * 1000,
     }
 
 
 def measure_capacity(base: dict[str, Any], url: str) -> dict[str, float]:
     """Warm up with the mix, settle, then goodput of the client pool run flat out (see top)."""
-    run_generator({**base, "mode": "closed", "connections": 32, "seconds": WARM_UP_SECONDS})
+    run_generator({**base, "mode": "closed", "closed_connections": 32, "seconds": WARM_UP_SECONDS})
     settle(base, url)
-    config = {**base, "mode": "closed", "connections": MAX_CONNECTIONS, "seconds": SECONDS}
+    config = {**base, "mode": "closed", "closed_connections": MAX_CONNECTIONS, "seconds": SECONDS}
     return summarise(run_generator(config), SECONDS)
 
 
 def open_loop(base: dict[str, Any], rate: float, seconds: float) -> dict[str, Any]:
-    processes = max(1, math.ceil(rate / RATE_PER_GENERATOR))
-    config = {**base, "mode": "open", "rate": rate, "seconds": seconds, "processes": processes}
-    return run_generator(config)
+    return run_generator({**base, "mode": "open", "rate": rate, "seconds": seconds})
 
 
 def describe(summary: dict[str, float]) -> str:
@@ -559,7 +367,12 @@ def main() -> None:
                 with inventory(url, shedding=shedding, logs=logs) as (port, pid):
                     base = {"port": port, "skus": skus, **token_config}
                     run_generator(
-                        {**base, "mode": "closed", "connections": 32, "seconds": WARM_UP_SECONDS}
+                        {
+                            **base,
+                            "mode": "closed",
+                            "closed_connections": 32,
+                            "seconds": WARM_UP_SECONDS,
+                        }
                     )
                     for load in LOADS:
                         settle(base, url)
@@ -675,7 +488,7 @@ def main() -> None:
             "shed_reasons": {f"{mode}_{load}x": v for (mode, load), v in reasons.items()},
             "verdicts": verdicts,
             "load_generator": (
-                "b4 open-loop (asyncio protocol, raw HTTP/1.1 keep-alive, separate process)"
+                "loadtest.openloop (asyncio protocol, raw HTTP/1.1 keep-alive, separate processes)"
             ),
             "pinning": pinning,
             "uvicorn_loop": LOOP,
@@ -684,8 +497,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "generate":
-        config = json.loads(sys.argv[2])
-        Path(config["out"]).write_text(json.dumps(generate(config)))
-    else:
-        main()
+    main()

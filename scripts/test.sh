@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Run one test tier (unit | integration | e2e | fuzz | chaos | observability | containers) with
+# Run one test tier (unit | integration | e2e | loadtest | fuzz | chaos | canary | observability | containers) with
 # pytest; every tier must find tests. The tiers that need system tools install them first
 # (scripts/system-packages.sh) and fail when they cannot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tier="${1:?usage: scripts/test.sh unit|integration|e2e|fuzz|chaos|canary|observability|containers [pytest args]}"
+tier="${1:?usage: scripts/test.sh unit|integration|e2e|loadtest|fuzz|chaos|canary|observability|containers [pytest args]}"
 shift
 
 case "$tier" in
-  unit)        paths=(tests/unit tests/architecture tests/security libs/*/tests/unit services/*/tests/unit gateway/tests/unit) ;;
+  unit)        paths=(tests/unit tests/architecture tests/security libs/*/tests/unit services/*/tests/unit gateway/tests/unit loadtest/tests/unit) ;;
+  loadtest)    paths=(tests/loadtest) ;;
   integration) paths=(libs/*/tests/integration services/*/tests/integration gateway/tests/integration) ;;
   e2e)         paths=(tests/e2e) ;;
   fuzz)        paths=(tests/fuzz) ;;
@@ -16,7 +17,7 @@ case "$tier" in
   canary)      paths=(tests/canary) ;;
   observability) paths=(tests/observability); scripts/system-packages.sh observability ;;
   containers)  paths=(tests/containers); scripts/system-packages.sh containers ;;
-  *) echo "unknown tier: $tier (expected unit, integration, e2e, fuzz, chaos, canary, observability or containers)" >&2; exit 2 ;;
+  *) echo "unknown tier: $tier (expected unit, integration, e2e, loadtest, fuzz, chaos, canary, observability or containers)" >&2; exit 2 ;;
 esac
 
 existing=()

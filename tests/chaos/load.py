@@ -1,5 +1,7 @@
-"""A small closed-loop load driver: N workers send checkouts (or reads) for a few seconds and
-every answer is recorded: when it was sent, how long it took, its status, body and headers.
+"""A small load driver for the chaos scenarios: N workers send checkouts (or reads) closed-loop
+for a few seconds, or a mix arrives open-loop (through `loadtest.openloop`, the project's one
+open-loop generator); every answer is recorded: when it was sent, how long it took, its
+status, body and headers.
 """
 
 from __future__ import annotations
@@ -10,23 +12,13 @@ import math
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-
-#: Affordable products (the payment service declines anything above $1,000).
-SKUS = (
-    "coffee-house-blend-250g",
-    "coffee-ethiopia-yirgacheffe-250g",
-    "coffee-colombia-huila-250g",
-    "tea-sencha-100g",
-    "tea-earl-grey-100g",
-    "mug-stoneware-350ml",
-    "filters-paper-100",
-    "dripper-ceramic-v60",
-)
+from loadtest.journey import SKUS
+from loadtest.openloop import Generator, Mix, Request, encode, parse_headers
 
 
 @dataclass(frozen=True)
@@ -55,6 +47,13 @@ class Outcome:
         )
 
 
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body[:500].decode("utf-8", "replace")
+
+
 def percentile(values: Iterable[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100); nan for no values."""
     ordered = sorted(values)
@@ -67,8 +66,13 @@ def percentile(values: Iterable[float], q: float) -> float:
 class Recorder:
     """Sends requests and keeps every outcome; times are seconds since the recorder started."""
 
-    def __init__(self, client: httpx.AsyncClient, keys: Sequence[str]) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, keys: Sequence[str], connections: int = 100
+    ) -> None:
         self.client = client
+        #: The open-loop generator's connection bound (as the client's own pool bounds `send`).
+        self.connections = connections
+        self._host = client.base_url.netloc.decode()
         self.keys = list(keys)
         self.outcomes: list[Outcome] = []
         self.origin = time.monotonic()
@@ -138,20 +142,59 @@ class Recorder:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return self.outcomes[first:]
 
-    async def open_loop(
-        self, action: Callable[[], Coroutine[Any, Any, Outcome]], *, rate: float, seconds: float
-    ) -> list[Outcome]:
-        """Start `action` `rate` times a second for `seconds`, whether or not earlier ones have
-        answered (open loop: a slow server does not slow the arrivals); returns the outcomes."""
-        first = len(self.outcomes)
-        tasks: list[asyncio.Task[Outcome]] = []
+    def checkout_request(self, sku: str | None = None) -> Request:
+        """The request `checkout` sends, encoded for the open-loop generator."""
+        headers = {
+            **self._auth(),
+            "Idempotency-Key": secrets.token_hex(16),
+            "Content-Type": "application/json",
+        }
+        body = json.dumps({"items": [{"sku": sku or self._rng.choice(SKUS), "quantity": 1}]})
+        return Request(
+            "checkout",
+            encode("POST", "/api/orders", host=self._host, headers=headers, body=body.encode()),
+        )
+
+    def read_request(self, sku: str | None = None) -> Request:
+        """The request `read_product` sends, encoded for the open-loop generator."""
+        path = f"/api/products/{sku or self._rng.choice(SKUS)}"
+        return Request("read", encode("GET", path, host=self._host, headers=self._auth()))
+
+    async def open_loop(self, mix: Mix, *, rate: float, seconds: float) -> list[Outcome]:
+        """Send `mix`'s requests `rate` times a second for `seconds` with `loadtest.openloop`,
+        whether or not earlier ones have answered (a slow server does not slow the arrivals;
+        latency counts from the scheduled send); returns the outcomes, also recorded.
+
+        A request due while all the client's connections wait is dropped: recorded as status 0.
+        """
+        url = self.client.base_url
+        generator = Generator(
+            url.host,
+            url.port or 80,
+            mix,
+            connections=self.connections,
+            capture=True,
+            drain_timeout=self.client.timeout.read or 15.0,
+        )
         start = time.monotonic()
-        while (elapsed := time.monotonic() - start) < seconds:
-            while len(tasks) < elapsed * rate:
-                tasks.append(asyncio.create_task(action()))
-            await asyncio.sleep(min(0.01, 1 / rate))
-        await asyncio.gather(*tasks)
-        return self.outcomes[first:]
+        await generator.open_loop(start, rate, seconds)
+        outcomes = [
+            Outcome(
+                r.kind,
+                r.scheduled - self.origin,
+                r.latency,
+                r.status,
+                _json(r.body),
+                parse_headers(r.head),
+                "" if r.status else "no answer",
+            )
+            for r in generator.results
+        ]
+        outcomes += [Outcome("dropped", start - self.origin, 0.0, 0, error="dropped")] * (
+            generator.dropped
+        )
+        self.outcomes.extend(outcomes)
+        return outcomes
 
     async def wait_for(self, kind: str, status: int, count: int, timeout: float) -> float:
         """Wait until `count` answers of `kind` with `status` arrived; returns the time then."""

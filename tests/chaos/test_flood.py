@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import random
 
+from loadtest.openloop import Request
+
 from .cluster import Stack
 from .conftest import MakeStack
 from .invariants import check_invariants
-from .load import Outcome, Recorder, percentile
+from .load import Recorder, percentile
 from .scenarios import assert_clean_failures, gateway, keys
 
 CAPACITY = 12
@@ -35,15 +37,15 @@ FLOOD_SECONDS = 3.0
 async def test_flood_at_4x_capacity_sheds_and_keeps_serving(make_stack: MakeStack) -> None:
     stack: Stack = make_stack(**LIMITS)
     async with gateway(stack, connections=1000) as client:
-        load = Recorder(client, keys(4))
+        load = Recorder(client, keys(4), connections=1000)
         warm = [await load.checkout() for _ in range(4)]
         assert all(o.status == 201 for o in warm), load.summary()
         rss_before = {s: stack.rss_bytes(s) for s in stack.services}
 
         rng = random.Random(3)
 
-        async def mixed() -> Outcome:
-            return await (load.checkout() if rng.random() < 0.7 else load.read_product())
+        def mixed() -> Request:
+            return load.checkout_request() if rng.random() < 0.7 else load.read_request()
 
         flood = await load.open_loop(mixed, rate=4 * CAPACITY, seconds=FLOOD_SECONDS)
     rss_after = {s: stack.rss_bytes(s) for s in stack.services}

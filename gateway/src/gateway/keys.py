@@ -16,9 +16,18 @@ from starlette.types import Scope
 
 #: Scopes a key may carry. `loadtest` may send dyed traffic (`X-Shadow-Traffic: 1`).
 KNOWN_SCOPES = frozenset({"loadtest"})
+#: A pool of development keys with the `loadtest` scope, one customer each, so one key's
+#: per-client limit does not shape a load test (`make loadtest` uses them by default).
+LOADTEST_POOL = tuple(f"loadtest-key-{i}" for i in range(1, 9))
 #: Shipped with the template so `make up` works on a fresh clone; refused outside development.
-DEMO_API_KEYS = "demo-key:customer-demo,loadtest-key:customer-loadtest:loadtest"
-DEMO_KEYS = frozenset({"demo-key", "loadtest-key"})
+DEMO_API_KEYS = ",".join(
+    [
+        "demo-key:customer-demo",
+        "loadtest-key:customer-loadtest:loadtest",
+        *(f"{key}:customer-loadtest-{i}:loadtest" for i, key in enumerate(LOADTEST_POOL, 1)),
+    ]
+)
+DEMO_KEYS = frozenset({"demo-key", "loadtest-key", *LOADTEST_POOL})
 
 # A key is a bearer token (RFC 6750 token68 minus ':' and ','); the customer id must pass the
 # services' own X-Customer-ID check (servicekit.edge.credential)

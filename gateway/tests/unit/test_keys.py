@@ -116,3 +116,18 @@ def test_production_accepts_real_keys_and_secrets() -> None:
 def test_refuses_upstream_url_without_http_scheme() -> None:
     with pytest.raises(ValidationError, match="http://"):
         GatewaySettings(_env_file=None, order_url="127.0.0.1:8001")
+
+
+def test_development_keys_include_a_loadtest_pool_of_distinct_customers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GATEWAY_API_KEYS", raising=False)
+    table = KeyTable(GatewaySettings(_env_file=None).api_keys)
+    pool = [table.find(f"loadtest-key-{i}") for i in range(1, 9)]
+    assert all(k is not None and k.scopes == frozenset({"loadtest"}) for k in pool)
+    assert len({k.customer_id for k in pool if k is not None}) == 8
+
+
+def test_production_refuses_the_loadtest_pool() -> None:
+    with pytest.raises(ValidationError, match="demo key"):
+        _production(api_keys="loadtest-key-3:customer-a:loadtest")
