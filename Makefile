@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help install up down status logs trace test test-unit test-members test-integration test-fuzz test-e2e test-chaos test-observability lint fmt bench clean
+.PHONY: help install up down status logs trace shadow-audit shadow-reset test test-unit test-members test-integration test-fuzz test-e2e test-chaos test-observability lint fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,6 +26,12 @@ logs: ## Follow the JSON logs (.run/logs/*.log); SERVICE=order to pick one
 
 trace: ## Print a trace as a waterfall from .run/traces (the latest; TRACE=<id> for one)
 	@$(PY) -m servicekit.telemetry.waterfall $(TRACE)
+
+shadow-audit: install ## Exit 1 if a live table holds dyed (load-test) data; SNAPSHOT=1 records the live tables before a run, the next audit compares
+	@$(PY) scripts/shadow.py audit --snapshot="$(SNAPSHOT)"
+
+shadow-reset: install ## Empty the shadow tables (dyed traffic's data) and re-seed the shadow catalogue
+	@$(PY) scripts/shadow.py reset
 
 test: install test-unit test-members test-integration test-fuzz test-e2e test-observability test-chaos ## Run every test tier (unit, members alone, integration, fuzz, e2e, observability, chaos)
 

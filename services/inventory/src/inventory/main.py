@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import TypedDict
 
 from fastapi import FastAPI
-from servicekit import Database, create_service_app, run_periodically
+from servicekit import Database, create_service_app, for_each_traffic, run_periodically
 from servicekit.faults import FaultInjector, faults_router
 
 from inventory.config import InventorySettings
@@ -27,13 +27,15 @@ class State(TypedDict):
 
 
 def sweeper(database: Database, clock: Clock) -> Callable[[], Awaitable[None]]:
-    """One sweep: expire overdue reservations (run_periodically retries a failed one)."""
+    """One sweep, live and shadow: expire overdue reservations (retried when it fails)."""
     uow = unit_of_work(database)
 
     async def sweep() -> None:
-        expired = await sweep_expired(uow, clock)
-        if expired:
-            logger.info("expired %d reservation(s)", expired)
+        # The live tables, then the shadow ones (units of work follow the traffic kind).
+        expired = await for_each_traffic(lambda: sweep_expired(uow, clock))
+        for kind, count in expired.items():
+            if count:
+                logger.info("expired %d reservation(s)", count, extra={"traffic": kind})
 
     return sweep
 

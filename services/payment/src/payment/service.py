@@ -1,5 +1,8 @@
 """Use cases of the simulated payment provider (no HTTP here).
 
+The provider (payment.provider) is simulated; dyed load-test charges are never sent to it,
+only recorded in the shadow table.
+
 Decline rule, the provider's only one: a charge whose `amount_cents` is above
 `decline_above_cents` (env `PAYMENT_DECLINE_ABOVE_CENTS`, default 100000, i.e. $1,000.00) is
 declined; anything at or below it succeeds. A declined charge is recorded like any other
@@ -26,16 +29,12 @@ from typing import Any, Protocol
 
 from payment.exceptions import ChargeNotFoundError, IdempotencyKeyReusedError, NotRefundableError
 from payment.models import Charge
+from payment.provider import SimulatedProvider
 from payment.schemas import ChargeCreate
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def is_declined(amount_cents: int, decline_above_cents: int) -> bool:
-    """The decline rule: strictly above the threshold is declined."""
-    return amount_cents > decline_above_cents
 
 
 def fingerprint(body: Mapping[str, Any]) -> str:
@@ -84,14 +83,15 @@ class ChargeService:
         """Charge once per (customer, key); a replay answers the recorded charge."""
         data = body.model_dump(mode="json")
         digest = fingerprint(data)
-        declined = is_declined(body.amount_cents, self.decline_above_cents)
+        # Sent to the provider for live traffic; dyed traffic is answered, never sent.
+        decision = SimulatedProvider(self.decline_above_cents).decide(body.amount_cents)
         created = await self.repository.insert_if_absent(
             {
                 **data,
                 "id": str(uuid.uuid4()),
                 "idempotency_key": idempotency_key,
                 "fingerprint": digest,
-                "status": "declined" if declined else "succeeded",
+                "status": decision.status,
                 "created_at": self.clock(),
             }
         )

@@ -135,9 +135,7 @@ def attach_sqlite_shadow(engine: AsyncEngine, url: str) -> None:
 
 def shadow_engine(engine: AsyncEngine) -> AsyncEngine:
     """`engine` with the shadow translate map (same pool, events and guard)."""
-    return engine.execution_options(
-        schema_translate_map=TRANSLATE_MAP, **{TRAFFIC_OPTION: SHADOW}
-    )
+    return engine.execution_options(schema_translate_map=TRANSLATE_MAP, **{TRAFFIC_OPTION: SHADOW})
 
 
 def guard_dyed_writes(engine: AsyncEngine) -> None:
@@ -188,15 +186,13 @@ async def dyable_tables(conn: AsyncConnection) -> list[str]:
     """Tables that have a shadow twin (what the migrations built in `shadow`), sorted."""
     if conn.dialect.name == "sqlite":
         rows = await conn.execute(
-            text(f"SELECT name FROM {SCHEMA}.sqlite_master WHERE type = 'table'")
+            text("SELECT name FROM shadow.sqlite_master WHERE type = 'table'")
         )
     else:
         rows = await conn.execute(
             text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": SCHEMA}
         )
-    return sorted(
-        name for (name,) in rows if not name.startswith(("alembic_version", "sqlite_"))
-    )
+    return sorted(name for (name,) in rows if not name.startswith(("alembic_version", "sqlite_")))
 
 
 def _quoted(conn: AsyncConnection, table: str, schema: str | None = None) -> str:

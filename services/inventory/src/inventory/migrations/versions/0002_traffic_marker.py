@@ -18,7 +18,7 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-TABLES = ('product', 'reservation', 'reservation_item')
+TABLES = ("product", "reservation", "reservation_item")
 
 
 def upgrade() -> None:

@@ -18,7 +18,7 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-TABLES = ('customer_order', 'order_item', 'idempotency_record')
+TABLES = ("customer_order", "order_item", "idempotency_record")
 
 
 def upgrade() -> None:
