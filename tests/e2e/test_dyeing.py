@@ -120,6 +120,7 @@ def test_dyed_run_changes_no_live_table_and_lands_in_shadow(stack: Stack) -> Non
     runner.join()
     after = read_rows(stack)
 
+    print(f"dyed run ({stack.mode}): {dict(statuses)} in {RUN_SECONDS:.0f} s")
     assert statuses[201] >= 20, f"too few dyed checkouts: {dict(statuses)}"
     assert set(statuses) <= {201, 429}, f"unexpected answers: {dict(statuses)}"
     # Every live table is unchanged but for the live order's rows.
