@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help install up down up-docker down-docker render status logs trace canary rollback loadtest loadtest-ui test test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-chaos test-canary test-observability test-containers lint fmt bench clean
+.PHONY: help install up down up-docker down-docker render status logs trace canary rollback loadtest loadtest-ui shadow-audit shadow-reset test test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-chaos test-canary test-observability test-containers lint fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,7 +42,13 @@ canary: install ## Canary release of SERVICE (VERSION, CANARY_ENV, STEPS, STEP_S
 rollback: install ## Roll SERVICE back to stable now: canary route removed, canary stopped
 	@SERVICE="$(SERVICE)" $(PY) infra/local/canary.py rollback
 
-loadtest: install ## Locust headless on the stack: SCENARIO=smoke|journey|ramp|spike|soak, USERS, DURATION, WORKERS, DYE... (loadtest/README.md)
+loadshadow-audit: install ## Exit 1 if a live table holds dyed (load-test) data; SNAPSHOT=1 records the live tables before a run, the next audit compares
+	@$(PY) scripts/shadow.py audit --snapshot="$(SNAPSHOT)"
+
+shadow-reset: install ## Empty the shadow tables (dyed traffic's data) and re-seed the shadow catalogue
+	@$(PY) scripts/shadow.py reset
+
+test: install ## Locust headless on the stack: SCENARIO=smoke|journey|ramp|spike|soak, USERS, DURATION, WORKERS, DYE... (loadtest/README.md)
 	@$(PY) -m loadtest.run
 
 loadtest-ui: install ## Locust's web UI on the local stack (http://127.0.0.1:8089; same knobs)

@@ -12,6 +12,7 @@ from servicekit.context import MissingContextError, get, must_get
 from servicekit.contract import Caller, Trust
 from servicekit.data.database import Base, Database, SessionDep, create_engine, translate_db_errors
 from servicekit.data.redis import create_redis
+from servicekit.data.shadow import ShadowWriteError, TrafficMarked, for_each_traffic
 from servicekit.downstream.breaker import AsyncCircuitBreaker, BreakerConfig, CircuitOpenError
 from servicekit.downstream.breaker_registry import Breakers
 from servicekit.downstream.client import ServiceClient, propagation_headers
@@ -93,8 +94,10 @@ __all__ = [
     "ServiceError",
     "ServiceSettings",
     "SessionDep",
+    "ShadowWriteError",
     "TooManyRequestsError",
     "Tracing",
+    "TrafficMarked",
     "Trust",
     "UnauthorizedError",
     "UnavailableError",
@@ -108,6 +111,7 @@ __all__ = [
     "create_service_app",
     "exemplar",
     "faults_router",
+    "for_each_traffic",
     "get",
     "idempotency_key_header",
     "inject_faults",

@@ -12,6 +12,7 @@ code import this module, never each other. Identifier patterns live here too.
     deadline          X-Request-Timeout-Ms    anyone (shorter)   DEADLINE       time left
     priority          X-Request-Priority      service            PRIORITY       from context
     dyed traffic      X-Shadow-Traffic        service, loadtest  SHADOW         from context
+      (in baggage)    baggage traffic=shadow  service, loadtest  SHADOW         from context
     customer          X-Customer-ID           service            CUSTOMER_ID    from context
     canary pin        X-Canary-Route          service, admin,    CANARY_ROUTE   from context
                                               loadtest
@@ -23,6 +24,13 @@ request: the edge asks the app's `Trust` who the caller is (a gateway API key an
 a valid service credential) and keeps a restricted value only when that caller may set it. A
 value marked `refuse_untrusted` (the dye) is not silently dropped but refused with 403, so a
 caller learns that its marker was not honoured.
+
+The dye rides twice: in its header and as the W3C baggage member `traffic=shadow`, which
+tools that carry baggage but not our headers keep across their hops. The edge honours the
+member under the header's rule (only from callers that may dye); from anyone else it is
+ignored, not refused, because baggage is public and third-party code sets members of its own.
+The outbound client rewrites the member from the context on every hop, so a member the edge
+did not honour never travels on.
 
 Answers carry `X-Degraded: <reason>` when served in degraded mode and `Idempotent-Replayed:
 true` when replayed from an idempotency record.
@@ -185,6 +193,37 @@ SHADOW: Hop[bool] = Hop(
     refuse_untrusted=True,
     refusal="X-Shadow-Traffic is accepted only from API keys with the loadtest scope",
 )
+#: The dye's W3C baggage member (`traffic=shadow`), under `SHADOW`'s rule.
+SHADOW_BAGGAGE_MEMBER, SHADOW_BAGGAGE_VALUE = "traffic", "shadow"
+
+
+def _baggage_members(raw: str) -> list[str]:
+    return [member.strip() for member in raw.split(",") if member.strip()]
+
+
+def _member_key(member: str) -> str:
+    return member.partition("=")[0].strip()
+
+
+def baggage_dyed(raw: str | None) -> bool:
+    """Whether W3C baggage `raw` carries the dye member (`traffic=shadow`)."""
+    if not raw:
+        return False
+    for member in _baggage_members(raw):
+        key, _, value = member.partition("=")
+        if key.strip() == SHADOW_BAGGAGE_MEMBER:
+            return value.partition(";")[0].strip() == SHADOW_BAGGAGE_VALUE
+    return False
+
+
+def baggage_with_dye(raw: str | None, dyed: bool) -> str | None:
+    """Baggage to send on: `raw` without any dye member, plus `traffic=shadow` when `dyed`."""
+    members = [m for m in _baggage_members(raw or "") if _member_key(m) != SHADOW_BAGGAGE_MEMBER]
+    if dyed:
+        members.append(f"{SHADOW_BAGGAGE_MEMBER}={SHADOW_BAGGAGE_VALUE}")
+    return ",".join(members) or None
+
+
 #: The customer a credentialed call acts for (the gateway sets it from the API key).
 CUSTOMER: Hop[str] = Hop(
     "X-Customer-ID",

@@ -150,9 +150,11 @@ class _PostgresDatabases:
         conn = await asyncpg.connect(_with_database(self.admin_url, name))
         try:
             await conn.execute("SET lock_timeout = '5s'")
+            # Live and shadow tables (servicekit.data.shadow) alike.
             tables = await conn.fetch(
-                "SELECT quote_ident(tablename) AS t FROM pg_tables "
-                "WHERE schemaname = 'public' AND tablename NOT LIKE 'alembic_version%'"
+                "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) AS t "
+                "FROM pg_tables WHERE schemaname IN ('public', 'shadow') "
+                "AND tablename NOT LIKE 'alembic_version%'"
             )
             if tables:
                 names = ", ".join(row["t"] for row in tables)

@@ -35,7 +35,8 @@ async def test_propagates_request_identity_trace_and_credential() -> None:
     headers = seen[0].headers
     assert headers["x-request-id"] == "r-1"
     assert headers["traceparent"].startswith(f"00-{trace}-")
-    assert headers["baggage"] == "tenant=a"
+    # The dye rides in baggage too (contract.SHADOW_BAGGAGE_MEMBER).
+    assert headers["baggage"] == "tenant=a,traffic=shadow"
     assert headers["x-shadow-traffic"] == "1"
     # A token signed with the secret, for this downstream; the secret itself never travels.
     claims = verify_service_token(

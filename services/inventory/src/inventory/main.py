@@ -13,6 +13,7 @@ from servicekit import (
     FaultInjector,
     create_service_app,
     faults_router,
+    for_each_traffic,
     run_periodically,
 )
 
@@ -45,10 +46,12 @@ def create_app(settings: InventorySettings | None = None, *, clock: Clock = utc_
         )
 
         async def sweep() -> None:
+            # The live tables, then the shadow ones (units of work follow the traffic kind).
             # A failed sweep is logged and retried on the next tick by run_periodically.
-            expired = await service.sweep_expired()
-            if expired:
-                logger.info("expired %d reservation(s)", expired)
+            expired = await for_each_traffic(service.sweep_expired)
+            for kind, count in expired.items():
+                if count:
+                    logger.info("expired %d reservation(s)", count, extra={"traffic": kind})
 
         interval = settings.reservation_sweep_seconds
         try:

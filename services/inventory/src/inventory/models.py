@@ -22,7 +22,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 
-class Base(servicekit.Base):
+class Base(servicekit.TrafficMarked, servicekit.Base):
+    """Every table has a shadow twin and a `traffic` column (servicekit.data.shadow)."""
+
     __abstract__ = True
     metadata = MetaData()
 

@@ -1,7 +1,11 @@
-"""Seed the catalog: `python -m inventory.seed [database_url]`.
+"""Seed the catalog: `python -m inventory.seed [--shadow-only] [database_url]`.
 
 Applies the migrations, then inserts the products whose sku is missing. Existing rows are
 never touched, so re-running never resets stock that orders have already consumed.
+
+The shadow catalogue (servicekit.data.shadow), where dyed load tests shop, is a copy of the
+live one with `SHADOW_STOCK` units of everything, so a load test never runs out of stock
+and never touches live stock. `--shadow-only` (used by `make shadow-reset`) seeds just that.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 
 from servicekit import Database, create_engine
 from servicekit.data.migrations import upgrade
+from servicekit.data.shadow import traffic_scope
 
 from inventory.config import InventorySettings
 from inventory.repository import SqlInventoryRepository
@@ -56,33 +61,63 @@ def catalog_rows() -> list[dict[str, object]]:
     ]
 
 
+#: Units of every product in the shadow catalogue: more than any load test buys.
+SHADOW_STOCK = 1_000_000
+
+
 async def seed_catalog(database: Database) -> int:
     """Insert missing catalog products; returns how many were inserted."""
-    async with database.transaction() as session:
+    async with database.transaction(dyed=False) as session:
         return await SqlInventoryRepository(session).add_missing_products(catalog_rows())
 
 
-async def _seed(url: str) -> int:
+async def seed_shadow_catalog(database: Database) -> int:
+    """Copy the live catalogue's missing products into the shadow one, with deep stock."""
+    async with database.transaction(dyed=False) as session:
+        live = await SqlInventoryRepository(session).list_products(None, 10_000)
+        rows = [
+            {
+                "sku": p.sku,
+                "name": p.name,
+                "price_cents": p.price_cents,
+                "currency": p.currency,
+                "stock": SHADOW_STOCK,
+                "reserved": 0,
+            }
+            for p in live
+        ]
+    with traffic_scope(True):  # the rows are dyed: their `traffic` says shadow
+        async with database.transaction() as session:
+            return await SqlInventoryRepository(session).add_missing_products(rows)
+
+
+async def _seed(url: str, *, live: bool) -> tuple[int, int]:
     database = Database(create_engine(url, name="inventory-seed"))
     try:
-        return await seed_catalog(database)
+        inserted = await seed_catalog(database) if live else 0
+        return inserted, await seed_shadow_catalog(database)
     finally:
         await database.dispose()
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) > 1:
-        raise SystemExit("usage: python -m inventory.seed [database_url]")
+    args = list(sys.argv[1:] if argv is None else argv)
+    live = "--shadow-only" not in args
+    args = [a for a in args if a != "--shadow-only"]
+    if len(args) > 1 or any(a.startswith("-") for a in args):
+        raise SystemExit("usage: python -m inventory.seed [--shadow-only] [database_url]")
     url = args[0] if args else InventorySettings().database_url
     if url.startswith("sqlite:///"):
         # A fresh checkout has no .run/ yet; SQLite creates the file but not its directory.
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     upgrade(url, "inventory")
-    inserted = asyncio.run(_seed(url))
-    print(
-        f"inventory seed: {inserted} product(s) inserted, {len(CATALOG) - inserted} already present"
-    )
+    inserted, shadowed = asyncio.run(_seed(url, live=live))
+    if live:
+        print(
+            f"inventory seed: {inserted} product(s) inserted, "
+            f"{len(CATALOG) - inserted} already present"
+        )
+    print(f"inventory seed: {shadowed} product(s) copied to the shadow catalogue")
 
 
 if __name__ == "__main__":

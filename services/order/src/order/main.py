@@ -11,7 +11,13 @@ from typing import TypedDict
 
 import httpx
 from fastapi import FastAPI
-from servicekit import Database, Downstreams, create_service_app, run_periodically
+from servicekit import (
+    Database,
+    Downstreams,
+    create_service_app,
+    for_each_traffic,
+    run_periodically,
+)
 
 from order.clients import InventoryClient, PaymentClient
 from order.config import OrderSettings
@@ -56,7 +62,10 @@ def create_app(
         )
 
         async def recover() -> None:
-            await service.recover_sagas(stale_seconds=settings.saga_stale_seconds)
+            # Live sagas, then shadow ones (their calls carry the dye, their tables are shadow).
+            await for_each_traffic(
+                lambda: service.recover_sagas(stale_seconds=settings.saga_stale_seconds)
+            )
 
         await downstreams.start()
         try:

@@ -19,7 +19,9 @@ OPEN_SAGA_STATES = (PENDING, RESERVING, RESERVED, CHARGING, CHARGED, COMPENSATIN
 IN_PROGRESS, COMPLETED = "in_progress", "completed"
 
 
-class Base(servicekit.Base):
+class Base(servicekit.TrafficMarked, servicekit.Base):
+    """Every table has a shadow twin and a `traffic` column (servicekit.data.shadow)."""
+
     __abstract__ = True
     metadata = MetaData()
 

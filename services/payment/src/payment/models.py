@@ -21,7 +21,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 STATUSES = ("succeeded", "declined", "refunded")
 
 
-class Base(servicekit.Base):
+class Base(servicekit.TrafficMarked, servicekit.Base):
+    """Every table has a shadow twin and a `traffic` column (servicekit.data.shadow)."""
+
     __abstract__ = True
     metadata = MetaData()
 

@@ -1,5 +1,8 @@
 """Use cases of the simulated payment provider: `ChargeService` (no HTTP here).
 
+The provider (payment.provider) is simulated; dyed load-test charges are never sent to it,
+only recorded in the shadow table.
+
 Decline rule, the provider's only one: a charge whose `amount_cents` is above
 `decline_above_cents` (env `PAYMENT_DECLINE_ABOVE_CENTS`, default 100000, i.e. $1,000.00) is
 declined; anything at or below it succeeds. A declined charge is recorded like any other
@@ -31,6 +34,7 @@ from typing import Any, Protocol
 
 from payment.exceptions import ChargeNotFoundError, IdempotencyKeyReusedError, NotRefundableError
 from payment.models import Charge
+from payment.provider import SimulatedProvider
 from payment.schemas import ChargeCreate
 
 Clock = Callable[[], datetime]
@@ -38,11 +42,6 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def is_declined(amount_cents: int, decline_above_cents: int) -> bool:
-    """The decline rule: strictly above the threshold is declined."""
-    return amount_cents > decline_above_cents
 
 
 def fingerprint(body: Mapping[str, Any]) -> str:
@@ -91,7 +90,8 @@ class ChargeService:
         """Charge once per (customer, key); a replay answers the recorded charge."""
         data = body.model_dump(mode="json")
         digest = fingerprint(data)
-        declined = is_declined(body.amount_cents, self.decline_above_cents)
+        # Sent to the provider for live traffic; dyed traffic is answered, never sent.
+        decision = SimulatedProvider(self.decline_above_cents).decide(body.amount_cents)
         async with self.unit_of_work() as charges:
             created = await charges.insert_if_absent(
                 {
@@ -99,7 +99,7 @@ class ChargeService:
                     "id": str(uuid.uuid4()),
                     "idempotency_key": idempotency_key,
                     "fingerprint": digest,
-                    "status": "declined" if declined else "succeeded",
+                    "status": decision.status,
                     "created_at": self.clock(),
                 }
             )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from payment.service import fingerprint, is_declined
+from payment.provider import is_declined
+from payment.service import fingerprint
 
 
 def test_amount_at_threshold_succeeds() -> None:

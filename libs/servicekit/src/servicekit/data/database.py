@@ -4,6 +4,9 @@ PostgreSQL runs on asyncpg with an explicit pool (size, overflow, bounded wait, 
 recycle) named after the service (`application_name`, visible in `pg_stat_activity`).
 SQLite (aiosqlite, WAL mode, busy timeout) is the embedded default for `make up`.
 A pool that cannot hand out a connection within `pool_timeout` fails fast with a 503.
+
+A unit of work of dyed traffic (`context.SHADOW`) reads and writes the shadow tables
+(servicekit.data.shadow): same pool, with the shadow translate map on its connection.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
+from servicekit import context
+from servicekit.data import shadow
 from servicekit.errors import UnavailableError
 from servicekit.settings import ServiceSettings, async_database_url
 from servicekit.telemetry.tracing import trace_queries
@@ -66,6 +71,8 @@ def create_engine(
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
+        # After the pragmas: the shadow database is attached to every connection.
+        shadow.attach_sqlite_shadow(engine, url)
         return engine
     return create_async_engine(
         url,
@@ -136,8 +143,14 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        #: Sessions of dyed traffic: every table translated to its shadow twin.
+        self.shadow_sessionmaker = async_sessionmaker(
+            shadow.shadow_engine(engine), expire_on_commit=False
+        )
         # A span per statement of a sampled request (operation and table, no parameters).
         trace_queries(engine)
+        # Fail closed: a dyed write that would not land in a shadow table raises.
+        shadow.guard_dyed_writes(engine)
         #: Checkout timing goes to these (read-only guard, pool metrics); added at start-up.
         self.observers: list[PoolObserver] = []
 
@@ -166,9 +179,15 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session in a transaction: committed on success, rolled back on error."""
-        async with self.sessionmaker() as session, translate_db_errors(), session.begin():
+    async def transaction(self, *, dyed: bool | None = None) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction: committed on success, rolled back on error.
+
+        Its tables are the shadow ones when the context is dyed (`dyed` overrides it).
+        """
+        if dyed is None:
+            dyed = bool(context.get(context.SHADOW))
+        maker = self.shadow_sessionmaker if dyed else self.sessionmaker
+        async with maker() as session, translate_db_errors(), session.begin():
             if self.observers:
                 await self._checkout(session)
             yield session

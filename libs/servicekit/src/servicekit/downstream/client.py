@@ -50,9 +50,9 @@ _CANARY_ROUTE = contract.CANARY_ROUTE.name
 def propagation_headers() -> dict[str, str]:
     """The contract's values forwarded from the request context (`Forward.CONTEXT`).
 
-    The request's id, trace and baggage; the dye, the priority and the customer when set (the
-    edge set them only for callers that may). The deadline and the credential are added per
-    call by `ServiceClient`.
+    The request's id, trace and baggage; the dye (header and baggage member `traffic=shadow`),
+    the priority and the customer when set (the edge set them only for callers that may).
+    The deadline and the credential are added per call by `ServiceClient`.
     """
     headers: dict[str, str] = {}
     request_id = context.get(context.REQUEST_ID)
@@ -63,10 +63,12 @@ def propagation_headers() -> dict[str, str]:
         # The sampling decision travels on; a traced client replaces this with its span's id.
         flags = context.get(context.TRACE_FLAGS, "01")
         headers[_TRACEPARENT] = f"00-{trace_id}-{new_span_id()}-{flags}"
-    baggage = context.get(context.BAGGAGE)
+    dyed = bool(context.get(context.SHADOW))
+    # The dye rides in baggage too (contract.SHADOW_BAGGAGE_MEMBER), written from the context.
+    baggage = contract.baggage_with_dye(context.get(context.BAGGAGE), dyed)
     if baggage:
         headers[_BAGGAGE] = baggage
-    if context.get(context.SHADOW):
+    if dyed:
         headers[_SHADOW] = "1"
     # A critical call stays critical on every hop it makes (shed last, servicekit.admission).
     if context.get(context.PRIORITY) == context.CRITICAL:

@@ -21,7 +21,7 @@ from servicekit.edge.security import SecurityHeaders
 from servicekit.errors import ForbiddenError, ServiceError
 from servicekit.telemetry.logs import SHED_SCOPE_KEY, AccessLogPolicy, access_log
 from servicekit.telemetry.metrics import Metrics, RequestMetrics
-from servicekit.telemetry.tracing import Tracing, activate
+from servicekit.telemetry.tracing import TRAFFIC_ATTRIBUTE, Tracing, activate
 
 
 def new_span_id() -> str:
@@ -209,7 +209,7 @@ class EdgeMiddleware:
                 if not isinstance(route, str):
                     route = "unmatched"
                 if span is not None:
-                    _end_server_span(span, scope, route, status)
+                    _end_server_span(span, scope, route, status, shadow)
                 if token is not None:
                     otel_context.detach(token)
                 seconds = _perf_counter() - start
@@ -263,6 +263,13 @@ class EdgeMiddleware:
                     values[hop.key] = value
             elif hop.refuse_untrusted:
                 return UntrustedValueError(hop.refusal)
+        # The dye's baggage member, under the header's rule; ignored from anyone else.
+        if (
+            not values[context.SHADOW]
+            and contract.SHADOW.allowed(caller.principals)
+            and contract.baggage_dyed(values.get(context.BAGGAGE))
+        ):
+            values[context.SHADOW] = True
         return None
 
 
@@ -280,8 +287,11 @@ def _remote_parent(parsed: tuple[str, str, str] | None) -> otel_context.Context 
     return trace.set_span_in_context(trace.NonRecordingSpan(parent))
 
 
-def _end_server_span(span: trace.Span, scope: Scope, route: str, status: int) -> None:
+def _end_server_span(span: trace.Span, scope: Scope, route: str, status: int, shadow: bool) -> None:
     if span.is_recording():
+        if shadow:
+            # Known only after trust; the spans started inside get it from TrafficSpans.
+            span.set_attribute(TRAFFIC_ATTRIBUTE, "shadow")
         # Named after the route template (low cardinality), known only once routing is done.
         span.update_name(f"{scope['method']} {route}")
         span.set_attributes(

@@ -9,7 +9,8 @@ One object per line on stdout (`make up` sends it to `.run/logs/<service>.log`):
      "latency_ms": 12.31}
 
 `trace_id` and `span_id` are the server span's (telemetry.tracing), so a log line leads to
-its trace. Fields passed with `extra=` become keys; an exception adds `exception` (its stack,
+its trace. Lines of dyed (load-test) traffic add `"traffic": "shadow"`.
+Fields passed with `extra=` become keys; an exception adds `exception` (its stack,
 logged once: by recovery in the edge layer, or by the server when the response had started).
 The access line is written by `EdgeMiddleware` (servicekit.edge) through `access_log`,
 at most once per request, as `AccessLogPolicy` decides (errors and slow requests always, a
@@ -78,6 +79,8 @@ class JsonFormatter(logging.Formatter):
             value = context.get(key)
             if value is not None:
                 entry[key.name] = value
+        if context.get(context.SHADOW):
+            entry["traffic"] = "shadow"  # dyed traffic; live lines carry no field
         for name, value in record.__dict__.items():
             if name not in _RESERVED and not name.startswith("_"):
                 entry[name] = value

@@ -37,7 +37,7 @@ import httpx
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -56,6 +56,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from servicekit import context
 from servicekit.contract import TRACEPARENT
 
 _TRACEPARENT = TRACEPARENT.name
@@ -163,6 +164,22 @@ class JsonLinesSpanExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+#: Span attribute of dyed traffic (`traffic=shadow`); live spans do not carry it.
+TRAFFIC_ATTRIBUTE = "traffic"
+
+
+class TrafficSpans(SpanProcessor):
+    """Marks every span started for dyed traffic with `traffic=shadow` (client and SQL spans).
+
+    The server span is marked by the edge when it ends: it starts before trust is decided.
+    """
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        """Add the attribute when the request (or job pass) is dyed."""
+        if context.get(context.SHADOW):
+            span.set_attribute(TRAFFIC_ATTRIBUTE, "shadow")
+
+
 class Tracing:
     """The tracer of one service: built by `start()` in the lifespan, flushed by `shutdown()`.
 
@@ -214,6 +231,7 @@ class Tracing:
             resource=resource,
             shutdown_on_exit=False,  # the lifespan flushes; atexit would keep every app alive
         )
+        provider.add_span_processor(TrafficSpans())
         for exporter in exporters:
             provider.add_span_processor(BatchSpanProcessor(exporter))
         self.provider = provider
