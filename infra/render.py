@@ -55,7 +55,7 @@ IMAGE = "shop/{name}"
 PRESTOP_SECONDS = 5
 DRAIN_SECONDS = 20
 GRACE_SECONDS = 40
-DEV_DB_PASSWORD = "dev-postgres-password"  # noqa: S105  (dev overlay only, in-cluster)
+DEV_DB_PASSWORD = "dev-postgres-password"  # noqa: S105  # nosec B105: dev overlay only
 
 
 class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
@@ -144,7 +144,7 @@ def compose_services(manifest: Manifest) -> str:
             environment[f"{s.prefix}_DATABASE_URL"] = database_url
         if s.gateway:
             environment["GATEWAY_API_KEYS"] = "${GATEWAY_API_KEYS:?set it in infra/docker/.env}"
-            environment["GATEWAY_ADMIN_TOKEN"] = (
+            environment["GATEWAY_ADMIN_TOKEN"] = (  # nosec B105: a ${VAR:?} reference
                 "${GATEWAY_ADMIN_TOKEN:?set it in infra/docker/.env}"  # noqa: S105  (a compose reference, not a value)
             )
         for downstream in s.downstreams:
@@ -237,7 +237,7 @@ def pod_template(service: Service, *, version_from_hash: bool = False) -> dict[s
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108  # nosec B108
     }
     return {
         "metadata": {
@@ -375,7 +375,7 @@ def k8s_dev_secret_env(service: Service) -> str:
         values["GATEWAY_API_KEYS"] = (
             "demo-key:customer-demo,loadtest-key:customer-loadtest:loadtest"
         )
-        values["GATEWAY_ADMIN_TOKEN"] = "dev-admin-token"  # noqa: S105  (dev placeholder)
+        values["GATEWAY_ADMIN_TOKEN"] = "dev-admin-token"  # noqa: S105  # nosec B105: dev placeholder
     return f"# {GENERATED}\n# Development placeholders only; prod reads real Secrets.\n" + "".join(
         f"{k}={v}\n" for k, v in values.items()
     )

@@ -151,7 +151,7 @@ class ApiKeyTrust:
 
     reads = frozenset({b"authorization"})
 
-    def __init__(self, keys: KeyTable, admin_token: str = "") -> None:
+    def __init__(self, keys: KeyTable, admin_token: str = "") -> None:  # nosec B107: "" = no admin
         self.keys = keys
         self._admin = (admin_token,) if admin_token else ()
 
