@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help install up down up-docker down-docker render status logs trace test test-unit test-members test-integration test-fuzz test-e2e test-chaos test-observability test-containers lint fmt bench clean
+.PHONY: help install up down up-docker down-docker render status logs trace test test-unit test-members test-integration test-fuzz test-e2e test-chaos test-observability test-containers test-scaffold new-service lint fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,6 +24,9 @@ up-docker: ## The whole stack in docker compose (services, PostgreSQL, Redis, co
 down-docker: ## Stop what `make up-docker` started (volumes kept)
 	@scripts/compose.sh down
 
+new-service: install ## Generate services/NAME from templates/service and register it (PORT=, DOWNSTREAMS=a,b, PUBLIC=1)
+	@$(PY) scripts/new_service.py $(MAKEOVERRIDES)
+
 render: install ## Rewrite the per-service parts of compose, Prometheus and Kubernetes files from services.toml
 	@$(PY) infra/render.py
 
@@ -36,7 +39,7 @@ logs: ## Follow the JSON logs (.run/logs/*.log); SERVICE=order to pick one
 trace: ## Print a trace as a waterfall from .run/traces (the latest; TRACE=<id> for one)
 	@$(PY) -m servicekit.telemetry.waterfall $(TRACE)
 
-test: install test-unit test-members test-integration test-fuzz test-e2e test-observability test-containers test-chaos ## Run every test tier (unit, members alone, integration, fuzz, e2e, observability, containers, chaos)
+test: install test-unit test-members test-integration test-fuzz test-e2e test-observability test-containers test-chaos test-scaffold ## Run every test tier (unit, members alone, integration, fuzz, e2e, observability, containers, chaos, scaffold)
 
 test-unit: install ## Unit tests: no servers needed
 	@scripts/test.sh unit
@@ -58,6 +61,9 @@ test-observability: install ## promtool checks and tests; a real Prometheus scra
 
 test-containers: install ## Compose schema and contract, Dockerfile (hadolint), kubectl kustomize + kubernetes-validate, Grafana provisioning, render --check
 	@scripts/test.sh containers
+
+test-scaffold: install ## make new-service in a throwaway clone: the new service's tests, architecture, make up beside the four, through the gateway
+	@scripts/test.sh scaffold
 
 test-chaos: install ## Chaos: kill/hang/flood a private stack (own PostgreSQL + Redis), check every invariant
 	@scripts/test.sh chaos
