@@ -252,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     manifest.path.write_text(text, encoding="utf-8")
     print(f"==> services.toml: {args.name} on port {port}", flush=True)
     python = sys.executable
-    # Long names may push a generated line past the limit: the formatter settles it.
+    # Where the new package sorts among the imports depends on its name, and a long name may
+    # push a line past the limit: the linter and the formatter settle both.
+    run([python, "-m", "ruff", "check", "--quiet", "--fix", "--select", "I", str(target)])
     run([python, "-m", "ruff", "format", "--quiet", str(target)])
     run([python, "infra/render.py"])
     uv = shutil.which("uv") or str(Path.home() / ".local/bin/uv")
