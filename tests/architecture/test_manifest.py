@@ -197,7 +197,9 @@ def test_stack_runner_scrapes_and_migrates_per_the_manifest(with_ledger: Path) -
     finally:
         sys.path.remove(str(ROOT / "infra" / "local"))
     services = stack.services()
-    assert [s.name for s in services][-1] == "gateway"
+    names = [s.name for s in services]
+    gateway = next(s.entry for s in services if s.entry.gateway)
+    assert all(names.index(d) < names.index(gateway.name) for d in gateway.downstreams)
     ports = {s.default_port: s.port for s in services}  # what LocalPrometheus is given
     assert ports[extra.PORT] == extra.PORT
     # The local Prometheus scrapes it (rendered at `make up`), and so does the compose one.
