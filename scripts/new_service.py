@@ -110,7 +110,9 @@ def check_port(port: int, manifest: Manifest) -> None:
         raise Refused(f"PORT={port} is outside 1024..65535")
     owner = next((s.name for s in manifest if s.port == port), None)
     if owner:
-        raise Refused(f"PORT={port} is taken by {owner} in services.toml; free: {next_port(manifest)}")
+        raise Refused(
+            f"PORT={port} is taken by {owner} in services.toml; free: {next_port(manifest)}"
+        )
     if port_bound(port):
         raise Refused(f"PORT={port} is in use on this machine; free: {next_port(manifest)}")
 
@@ -155,9 +157,12 @@ def registered(text: str, manifest: Manifest, name: str, public: bool) -> str:
         if block is None:
             raise Refused(f"cannot find the gateway's downstreams line in {manifest.path}")
         listed = ", ".join(f'"{d}"' for d in sorted({*gateway.downstreams, name}))
-        text = text[: block.start()] + block.group(1) + f"downstreams = [{listed}]" + text[
-            block.end() :
-        ]
+        text = (
+            text[: block.start()]
+            + block.group(1)
+            + f"downstreams = [{listed}]"
+            + text[block.end() :]
+        )
     return text
 
 
@@ -217,6 +222,11 @@ def generate(name: str, port: int, downstreams: list[str], public: bool) -> Path
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
+    # The template is this repository: recorded relative to the service, so `copier update`
+    # run inside services/<name> finds it in any clone.
+    answers = target / ".copier-answers.yml"
+    text = re.sub(r"(?m)^_src_path: .*$", "_src_path: ../..", answers.read_text(encoding="utf-8"))
+    answers.write_text(text, encoding="utf-8")
     return target
 
 
@@ -232,7 +242,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             )
         values[key] = value
     if not values.get("NAME"):
-        raise Refused("NAME is required: make new-service NAME=<name> [PORT=] [DOWNSTREAMS=] [PUBLIC=1]")
+        raise Refused(
+            "NAME is required: make new-service NAME=<name> [PORT=] [DOWNSTREAMS=] [PUBLIC=1]"
+        )
     return argparse.Namespace(
         name=values["NAME"],
         port=values.get("PORT") or None,
