@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help install up down up-docker down-docker render status logs trace canary rollback loadtest loadtest-ui shadow-audit shadow-reset test test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-chaos test-canary test-observability test-containers lint fmt bench clean
+.PHONY: help install up down up-docker down-docker render status logs trace canary rollback loadtest loadtest-ui shadow-audit shadow-reset test test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-chaos test-canary test-observability test-containers test-scaffold new-service lint fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,19 +42,22 @@ canary: install ## Canary release of SERVICE (VERSION, CANARY_ENV, STEPS, STEP_S
 rollback: install ## Roll SERVICE back to stable now: canary route removed, canary stopped
 	@SERVICE="$(SERVICE)" $(PY) infra/local/canary.py rollback
 
-loadshadow-audit: install ## Exit 1 if a live table holds dyed (load-test) data; SNAPSHOT=1 records the live tables before a run, the next audit compares
+shadow-audit: install ## Exit 1 if a live table holds dyed (load-test) data; SNAPSHOT=1 records the live tables before a run, the next audit compares
 	@$(PY) scripts/shadow.py audit --snapshot="$(SNAPSHOT)"
 
 shadow-reset: install ## Empty the shadow tables (dyed traffic's data) and re-seed the shadow catalogue
 	@$(PY) scripts/shadow.py reset
 
-test: install ## Locust headless on the stack: SCENARIO=smoke|journey|ramp|spike|soak, USERS, DURATION, WORKERS, DYE... (loadtest/README.md)
+loadtest: install ## Locust headless on the stack: SCENARIO=smoke|journey|ramp|spike|soak, USERS, DURATION, WORKERS, DYE... (loadtest/README.md)
 	@$(PY) -m loadtest.run
 
 loadtest-ui: install ## Locust's web UI on the local stack (http://127.0.0.1:8089; same knobs)
 	@$(PY) -m loadtest.run --ui
 
-test: install test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-observability test-containers test-chaos test-canary ## Run every test tier (unit, members alone, integration, fuzz, e2e, loadtest, observability, containers, chaos, canary)
+new-service: install ## Generate services/NAME from templates/service and register it (PORT=, DOWNSTREAMS=a,b, PUBLIC=1)
+	@$(PY) scripts/new_service.py $(MAKEOVERRIDES)
+
+test: install test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-observability test-containers test-chaos test-canary test-scaffold ## Run every test tier (unit, members alone, integration, fuzz, e2e, loadtest, observability, containers, chaos, canary, scaffold)
 
 test-unit: install ## Unit tests: no servers needed
 	@scripts/test.sh unit
@@ -76,6 +79,9 @@ test-loadtest: install ## `make loadtest` against a private `make up` stack: rep
 
 test-observability: install ## promtool checks and tests; a real Prometheus scraping a private stack: every panel and rule has data
 	@scripts/test.sh observability
+
+test-scaffold: install ## make new-service in a throwaway clone: the new service's tests, architecture, make up beside the four, through the gateway
+	@scripts/test.sh scaffold
 
 test-containers: install ## Compose schema and contract, Dockerfile (hadolint), kubectl kustomize + kubernetes-validate, Grafana provisioning, render --check
 	@scripts/test.sh containers

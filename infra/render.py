@@ -94,6 +94,11 @@ def _build(service: Service) -> dict[str, Any]:
 # --- docker-compose.yml --------------------------------------------------------------------
 
 
+def public_services(manifest: Manifest) -> str:
+    """The gateway's `PUBLIC_SERVICES`: every public service (gateway.public)."""
+    return ",".join(s.name for s in manifest if s.public)
+
+
 def compose_services(manifest: Manifest) -> str:
     """The compose blocks of every service: migrations, seed, the service itself."""
     blocks: dict[str, Any] = {}
@@ -149,6 +154,8 @@ def compose_services(manifest: Manifest) -> str:
             )
         for downstream in s.downstreams:
             environment[s.url_setting(downstream)] = _url(manifest.get(downstream))
+        if s.gateway:
+            environment[f"{s.prefix}_PUBLIC_SERVICES"] = public_services(manifest)
         environment["WEB_CONCURRENCY"] = "${WEB_CONCURRENCY:-2}"
         blocks[s.name] = {
             "<<": "*python-service",
@@ -358,6 +365,8 @@ def k8s_config_env(manifest: Manifest, service: Service) -> str:
     }
     for downstream in service.downstreams:
         values[service.url_setting(downstream)] = _url(manifest.get(downstream))
+    if service.gateway:
+        values[f"{service.prefix}_PUBLIC_SERVICES"] = public_services(manifest)
     return f"# {GENERATED}\n" + "".join(f"{k}={v}\n" for k, v in values.items())
 
 

@@ -211,6 +211,11 @@ def child_env(services: tuple[Service, ...]) -> dict[str, str]:
     # Downstreams follow the ports; an explicitly set URL wins.
     for setting, url in downstream_urls(services).items():
         env.setdefault(setting, url)
+    # The gateway fronts the public services (gateway.public serves those without routes of
+    # their own, at the URL above).
+    gateway = next(s for s in services if s.entry.gateway)
+    public = ",".join(s.name for s in services if s.entry.public)
+    env.setdefault(f"{gateway.prefix}_PUBLIC_SERVICES", public)
     # Traces without a backend: each service appends its spans to .run/traces/<service>.jsonl
     # (`make trace` prints one). Locally every request is traced, and spans reach the file
     # within half a second; the standard OTEL_* variables, when set, win.

@@ -10,10 +10,11 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from infra.manifest import DEFAULT_PATH
+from infra.manifest import DEFAULT_PATH, load
 
 NAME = "ledger"
-PORT = 8004
+#: After the highest port of services.toml, so a service added by `make new-service` stays clear.
+PORT = max(service.port for service in load(DEFAULT_PATH)) + 1
 PREFIX = "LEDGER"
 
 ENTRY = f"""

@@ -197,7 +197,9 @@ def test_stack_runner_scrapes_and_migrates_per_the_manifest(with_ledger: Path) -
     finally:
         sys.path.remove(str(ROOT / "infra" / "local"))
     services = stack.services()
-    assert [s.name for s in services][-1] == "gateway"
+    names = [s.name for s in services]
+    gateway = next(s.entry for s in services if s.entry.gateway)
+    assert all(names.index(d) < names.index(gateway.name) for d in gateway.downstreams)
     ports = {s.default_port: s.port for s in services}  # what LocalPrometheus is given
     assert ports[extra.PORT] == extra.PORT
     # The local Prometheus scrapes it (rendered at `make up`), and so does the compose one.
@@ -208,7 +210,9 @@ def test_stack_runner_scrapes_and_migrates_per_the_manifest(with_ledger: Path) -
     compose = render.prometheus_targets(load(), lambda s: f"{s.name}:{s.port}")
     assert f'"ledger:{extra.PORT}"' in compose
     assert stack.downstream_urls(services)["ORDER_LEDGER_URL"] == f"http://127.0.0.1:{extra.PORT}"
-    assert [label for s in services for label, _ in stack.setup_steps(s)] == [
+    shipped = {"inventory", "payment", "order"}  # a generated service adds its own steps
+    labels = [label for s in services for label, _ in stack.setup_steps(s)]
+    assert [label for label in labels if label.split(":")[0] in shipped] == [
         "inventory: migrations",
         "inventory: seed",
         "payment: migrations",
@@ -241,7 +245,7 @@ def test_every_test_tier_lists_the_extra_service(
     assert chaos.env["LEDGER_REDIS_URL"] == "redis://r"
     # fuzz: it is run, and until it is wired in-process the tier fails
     assert ("ledger", False) in fuzz_runs()
-    with pytest.raises(AssertionError, match=r"not fuzzed: \['ledger'\]"):
+    with pytest.raises(AssertionError, match=r"not fuzzed: \[.*'ledger'"):
         test_every_service_of_the_manifest_is_fuzzed()
     # security: the route inventory check builds it with its own factory, and passes on it
     assert "/entries" in _apps()["ledger"].openapi()["paths"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from typing import Annotated, ClassVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -10,6 +13,44 @@ from servicekit import ServiceSettings
 
 from gateway.keys import DEMO_API_KEYS, DEMO_KEYS, ApiKey, digest, parse_api_keys
 from gateway.rate_limiter import parse_limit
+
+#: Names of services fronted by dedicated routes (gateway.routes, gateway.admin).
+DEDICATED = frozenset({"inventory", "order", "payment"})
+#: First path segments of the hand-written public routes: a service may not shadow them.
+RESERVED = frozenset({"products", "orders"})
+SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+
+def parse_public_services(value: object) -> tuple[str, ...]:
+    """`"a,b"` -> ("a", "b"); each a service name, none reserved by a hand-written route."""
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list | tuple):
+        raise ValueError("GATEWAY_PUBLIC_SERVICES must be a comma-separated list of names")
+    parsed = tuple(str(n).strip() for n in names if str(n).strip())
+    for name in parsed:
+        if not SERVICE_NAME.match(name):
+            raise ValueError(f"GATEWAY_PUBLIC_SERVICES: {name!r} is not a service name")
+        if name in RESERVED:
+            raise ValueError(f"GATEWAY_PUBLIC_SERVICES: {name!r} would shadow /api/{name}")
+    return parsed
+
+
+def public_upstreams(
+    names: tuple[str, ...], given: Mapping[str, str], environ: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """The upstream URL of each generic public service: `given`, else `GATEWAY_<NAME>_URL`."""
+    upstreams: dict[str, str] = {}
+    for name in names:
+        if name in DEDICATED:
+            continue
+        setting = f"GATEWAY_{name.upper()}_URL"
+        url = given.get(name) or environ.get(setting, "")
+        if not url:
+            raise ValueError(f"GATEWAY_PUBLIC_SERVICES lists {name!r}: set {setting}")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{setting} must start with http:// or https://, got {url!r}")
+        upstreams[name] = url.rstrip("/")
+    return upstreams
 
 
 class GatewaySettings(ServiceSettings):
@@ -34,6 +75,11 @@ class GatewaySettings(ServiceSettings):
     order_url: str = "http://127.0.0.1:8001"
     #: Where the admin fault API forwards `/admin/faults/payment` (inventory uses inventory_url).
     payment_url: str = "http://127.0.0.1:8003"
+    #: Public services served by the generic forwarder (gateway.public), each at
+    #: `GATEWAY_<NAME>_URL`; `make up`, compose and Kubernetes set both from services.toml.
+    public_services: Annotated[tuple[str, ...], NoDecode] = ()
+    #: Their upstreams by name (filled from `GATEWAY_<NAME>_URL` when not given).
+    public_urls: dict[str, str] = Field(default_factory=dict)
     # Checkout waits for order's own calls to inventory and payment, so it gets a longer
     # budget than the plain reads (which use http_timeout).
     order_timeout: float = Field(default=8.0, gt=0, le=60)
@@ -61,6 +107,16 @@ class GatewaySettings(ServiceSettings):
     def _rate_limit(cls, value: str) -> str:
         parse_limit(value)
         return value
+
+    @field_validator("public_services", mode="before")
+    @classmethod
+    def _parse_public_services(cls, value: object) -> tuple[str, ...]:
+        return parse_public_services(value)
+
+    @model_validator(mode="after")
+    def _public_urls(self) -> GatewaySettings:
+        self.public_urls = public_upstreams(self.public_services, self.public_urls)
+        return self
 
     @field_validator("api_keys", mode="before")
     @classmethod

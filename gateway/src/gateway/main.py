@@ -15,6 +15,7 @@ from gateway import admin, canary
 from gateway.access import AccessLimitMiddleware, AccessLimits, open_access_limits
 from gateway.config import GatewaySettings
 from gateway.keys import ApiKeyTrust, KeyTable
+from gateway.public import public_router
 from gateway.routes import router
 
 
@@ -30,6 +31,8 @@ class State(TypedDict):
     #: {upstream service: its stable URL}: the services a canary route may name.
     upstreams: dict[str, str]
     access_limits: AccessLimits
+    #: The generic public services (gateway.public), by name.
+    public: dict[str, ServiceClient]
     # The limiter falls back to per-process counts when Redis fails, so the gateway stays
     # ready without it: None keeps the kit's /readyz from checking Redis.
     redis: None
@@ -71,6 +74,10 @@ def create_app(
         )
         # Only the admin fault API talks to payment.
         payment = downstreams.client("payment", settings.payment_url)
+        public = {
+            name: downstreams.client(name, url, backpressure_trips_breaker=False)
+            for name, url in settings.public_urls.items()
+        }
         await downstreams.start()
         try:
             async with open_access_limits(settings, metrics=app.state.metrics) as access_limits:
@@ -83,6 +90,7 @@ def create_app(
                     "routing": downstreams.routing,
                     "upstreams": downstreams.upstreams,
                     "access_limits": access_limits,
+                    "public": public,
                     "redis": None,
                 }
         finally:
@@ -92,7 +100,7 @@ def create_app(
         settings,
         title="Gateway",
         lifespan=lifespan,
-        routers=[router, admin.router, canary.router],
+        routers=[router, public_router(settings.public_urls), admin.router, canary.router],
         internal=False,
         description="The public entry: API keys, access limits, routing to services.",
         middleware=[Middleware(AccessLimitMiddleware)],
