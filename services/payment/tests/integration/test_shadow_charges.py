@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from payment.provider import SimulatedProvider
-from payment.repository import ChargeRepository
+from payment.repository import SqlChargeRepository
 from payment.schemas import ChargeCreate
 from payment.service import ChargeService
 from servicekit import Database, create_engine
@@ -13,19 +13,17 @@ from servicekit.data import shadow
 
 
 async def charge(database: Database, key: str, amount: int) -> tuple[str, str, str]:
-    async with database.transaction() as session:
-        outcome = await ChargeService(
-            ChargeRepository(session), decline_above_cents=100_000
-        ).create_charge(
-            ChargeCreate(
-                order_id=uuid.uuid4(),
-                customer_id="cus_load",
-                amount_cents=amount,
-                currency="USD",
-            ),
-            key,
-        )
-        return outcome.charge.id, outcome.charge.status, outcome.charge.traffic
+    service = ChargeService(database.unit_of_work(SqlChargeRepository), decline_above_cents=100_000)
+    outcome = await service.create_charge(
+        ChargeCreate(
+            order_id=uuid.uuid4(),
+            customer_id="cus_load",
+            amount_cents=amount,
+            currency="USD",
+        ),
+        key,
+    )
+    return outcome.charge.id, outcome.charge.status, outcome.charge.traffic
 
 
 async def test_dyed_charge_is_recorded_in_shadow_and_the_same_key_stays_free_live(
@@ -39,7 +37,7 @@ async def test_dyed_charge_is_recorded_in_shadow_and_the_same_key_stays_free_liv
         assert (status, marker) == ("succeeded", "shadow")
         assert declined[1:] == ("declined", "shadow")  # the provider's rule, answered locally
         async with database.transaction(dyed=False) as session:
-            assert await ChargeRepository(session).get(dyed_id) is None
+            assert await SqlChargeRepository(session).get(dyed_id) is None
         live_id, status, marker = await charge(database, "key-1", 1_000)
         assert (status, marker) == ("succeeded", "live") and live_id != dyed_id
     finally:
