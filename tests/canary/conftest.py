@@ -20,7 +20,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.chaos.cluster import API_KEYS, PREFIXES, Stack
+from infra.manifest import load
+from tests.chaos.cluster import API_KEYS, Stack
 from tests.chaos.receiver import WebhookReceiver
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ async def _admin(sql: str, database: str | None = None) -> None:
 
 
 def stack_env(database_url: str, webhook: str) -> dict[str, str]:
-    foreign = tuple(f"{p}_" for p in PREFIXES)
+    foreign = tuple(f"{s.prefix}_" for s in load())
     env = {k: v for k, v in os.environ.items() if not k.startswith(foreign)}
     for name in ("STACK_RUN_DIR", "SERVICE", "VERSION", "CANARY_ENV", "STEPS", "STEP_SECONDS"):
         env.pop(name, None)

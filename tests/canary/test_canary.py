@@ -9,6 +9,7 @@ Each scenario runs the closed-loop recorder (checkouts and reads through the gat
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -57,6 +58,15 @@ def server_errors(recorder: Recorder, since: float = 0.0) -> list[str]:
     ]
 
 
+def canary_failures(stack: Stack) -> int:
+    """5xx answers the payment canary gave, from its own access log."""
+    log = stack.run_dir / "logs" / "payment-canary.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return sum(
+        1 for line in lines if line.startswith("{") and json.loads(line).get("status", 0) >= 500
+    )
+
+
 @pytest.fixture
 async def stack(canary_stack: Stack) -> AsyncIterator[Stack]:
     """The shared stack with no canary route, every service alive."""
@@ -78,10 +88,11 @@ async def test_a_failing_canary_is_rolled_back_in_its_first_step(
     step = result["steps"][0]
     assert step["verdict"] == "fail" and "errors" in step["reason"]
     assert 0 < step["figures"]["canary_errors"] < 50
-    # Clients saw at most the canary's own failures (order retries some on the canary),
-    # nothing from the routing changes, and nothing once it was rolled back.
+    # Clients saw at most the canary's own failures over its whole life (the step's figures
+    # cover the judged window only; the canary serves on while every caller drops the route),
+    # and nothing from the routing changes.
     errors = server_errors(recorder)
-    assert len(errors) <= step["figures"]["canary_errors"], errors
+    assert len(errors) <= canary_failures(stack), errors
     assert all("503" in e for e in errors), errors
     notices = [n for n in webhook.notices() if n.get("event") == "canary_rolled_back"]
     assert notices and notices[-1]["dependency"] == "payment" and not notices[-1]["recovered"]
