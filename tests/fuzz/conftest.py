@@ -27,7 +27,7 @@ from order.config import OrderSettings
 from order.main import create_app as create_order
 from payment.config import PaymentSettings
 from payment.main import create_app as create_payment
-from servicekit import mint_service_token
+from servicekit import ServiceSettings, mint_service_token
 from servicekit.data.migrations import upgrade
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -121,10 +121,43 @@ class Apps:
         )
         return run_downstreams(app, inventory, payment)
 
+    def app(self, name: str) -> FastAPI:
+        """The app of the manifest's `name`: its own factory above, else `generated(name)`."""
+        factory = getattr(self, name, None)
+        return factory() if callable(factory) else self.generated(name)
+
+    def generated(self, name: str) -> FastAPI:
+        """A service in the shape `make new-service` generates, wired from the manifest.
+
+        `<module>.main.create_app(settings, transport=...)` with its one `ServiceSettings`
+        class from `<module>.config`; each downstream at `http://<name>.internal`.
+        """
+        service = load().get(name)
+        config = importlib.import_module(f"{service.module}.config")
+        (settings_class,) = {
+            value
+            for value in vars(config).values()
+            if isinstance(value, type)
+            and issubclass(value, ServiceSettings)
+            and value is not ServiceSettings
+        }
+        fields: dict[str, Any] = {**self._common()}
+        if service.database:
+            fields["database_url"] = self._database(name)
+        create_app = importlib.import_module(f"{service.module}.main").create_app
+        if not service.downstreams:
+            return create_app(settings_class(**fields))
+        upstreams = {f"{d}.internal": Downstream(self.app(d)) for d in service.downstreams}
+        fields |= {f"{d}_url": f"http://{d}.internal" for d in service.downstreams}
+        app = create_app(
+            settings_class(**fields), transport=_Routed(lambda r: upstreams[r.url.host])
+        )
+        return run_downstreams(app, *upstreams.values())
+
     def gateway(self) -> FastAPI:
         # Every service the manifest says the gateway calls, each at `http://<name>.internal`.
         names = load().gateway.downstreams
-        upstreams = {f"{name}.internal": Downstream(getattr(self, name)()) for name in names}
+        upstreams = {f"{name}.internal": Downstream(self.app(name)) for name in names}
         settings = GatewaySettings(
             api_keys=f"{API_KEY}:{CUSTOMER}",
             admin_token=ADMIN_TOKEN,
