@@ -13,10 +13,12 @@ import pytest
 import servicekit as kit
 from fastapi import APIRouter, FastAPI
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBasedTraceIdRatio
 from pydantic_settings import SettingsConfigDict
 from servicekit import context
 from servicekit.telemetry.tracing import (
     JsonLinesSpanExporter,
+    LineBatchProcessor,
     Tracing,
     exporters_from_env,
     sampler_from_env,
@@ -264,3 +266,42 @@ def test_statement_summary_is_operation_and_table(
     statement: str, summary: tuple[str, str | None]
 ) -> None:
     assert statement_summary(statement) == summary
+
+
+def test_span_lines_are_encoded_when_spans_end_and_written_in_order(tmp_path: Path) -> None:
+    exporter = JsonLinesSpanExporter(tmp_path / "s.jsonl")
+    tracing = Tracing("svc", "1", exporters=[exporter], sampler=ParentBasedTraceIdRatio(0.5))
+    tracing.start()
+    assert tracing.tracer is not None and tracing.provider is not None
+    sampled = 0
+    for i in range(200):
+        span = tracing.tracer.start_span(f"op {i}")
+        sampled += span.get_span_context().trace_flags.sampled
+        span.end()
+    (processor,) = [
+        p
+        for p in tracing.provider._active_span_processor._span_processors
+        if isinstance(p, LineBatchProcessor)
+    ]
+    # Encoded at end: the processor holds strings, never the span objects.
+    assert len(processor._lines) == sampled and all(isinstance(x, str) for x in processor._lines)
+    tracing.shutdown()
+    names = [s["name"] for s in read_spans(tmp_path / "s.jsonl")]
+    assert 0 < sampled < 200 and len(names) == sampled
+    assert names == sorted(names, key=lambda name: int(name.split()[1]))
+
+
+def test_span_lines_past_the_queue_are_dropped_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "3")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    exporter = JsonLinesSpanExporter(tmp_path / "s.jsonl")
+    tracing = Tracing("svc", "1", exporters=[exporter], sampler=ALWAYS_ON)
+    tracing.start()
+    assert tracing.tracer is not None
+    for i in range(5):
+        tracing.tracer.start_span(f"op {i}").end()
+    tracing.shutdown()
+    assert [s["name"] for s in read_spans(tmp_path / "s.jsonl")] == ["op 0", "op 1", "op 2"]
+    assert "2 spans dropped" in caplog.text

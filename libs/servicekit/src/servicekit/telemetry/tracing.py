@@ -11,7 +11,8 @@ import). It reads only the standard variables:
   when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set. The OTLP exporter reads
   its own `OTEL_EXPORTER_OTLP_*` variables. A service's `<P>_TRACES_FILE` (set by `make up`)
   adds a JSON-lines file that `python -m servicekit.telemetry.waterfall` prints as a waterfall.
-- `OTEL_BSP_*`: the batch processor's queue and delay.
+- `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: how
+  often spans are written, and how many may wait (the local file's writer reads them too).
 
 No exporter means no tracer. Spans are made by the kit's own pure-ASGI code (server span in
 `EdgeMiddleware`, client span in `TracingTransport`, database spans from SQLAlchemy
@@ -117,6 +118,13 @@ def exporters_from_env(traces_file: str | Path | None = None) -> list[SpanExport
     return exporters
 
 
+# Enum `.name` is a descriptor call; these lookups are plain dict reads.
+_KIND_NAMES = {kind: kind.name for kind in SpanKind}
+_STATUS_NAMES = {code: code.name for code in StatusCode}
+#: One C-accelerated encoder for every line (`json.dumps(default=...)` builds one per call).
+_LINE_ENCODER = json.JSONEncoder(default=str)
+
+
 def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
     """One finished span as a flat JSON-able dict (the local trace file's line format)."""
     context = span.get_span_context()
@@ -127,11 +135,11 @@ def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
         "span_id": f"{context.span_id:016x}",
         "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
         "name": span.name,
-        "kind": span.kind.name,
+        "kind": _KIND_NAMES[span.kind],
         "service": span.resource.attributes.get("service.name"),
         "start_time_unix_nano": span.start_time,
         "end_time_unix_nano": span.end_time,
-        "status": span.status.status_code.name,
+        "status": _STATUS_NAMES[span.status.status_code],
         "attributes": dict(span.attributes or {}),
         "events": [
             {"name": e.name, "time_unix_nano": e.timestamp, "attributes": dict(e.attributes or {})}
@@ -140,10 +148,17 @@ def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
+def span_line(span: ReadableSpan) -> str:
+    """`span` as one line of the local trace file, newline included."""
+    return _LINE_ENCODER.encode(span_to_dict(span)) + "\n"
+
+
 class JsonLinesSpanExporter(SpanExporter):
     """Append finished spans to a file, one JSON object per line (local mode, no backend).
 
-    Runs on the batch processor's thread, never on the event loop; a batch is one `write`.
+    `Tracing` gives it a `LineBatchProcessor`, not the SDK's batch processor: the lines are
+    encoded as the spans end and only `write` runs on a thread (see `LineBatchProcessor`).
+    As a plain `SpanExporter` (any processor) it encodes and writes a batch in `export`.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -152,7 +167,10 @@ class JsonLinesSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Write `spans`; a failed write is reported, never raised into the processor."""
-        lines = "".join(json.dumps(span_to_dict(s), default=str) + "\n" for s in spans)
+        return self.write("".join(map(span_line, spans)))
+
+    def write(self, lines: str) -> SpanExportResult:
+        """Append encoded `lines` in one `write` (the GIL is released while it runs)."""
         try:
             with self._lock:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +180,93 @@ class JsonLinesSpanExporter(SpanExporter):
             logger.exception("could not write spans to %s", self.path)
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        logger.warning("%s=%r is not an integer; %d used", name, raw, default)
+        return default
+    return value if value > 0 else default
+
+
+class LineBatchProcessor(SpanProcessor):
+    """Sends sampled spans to a `JsonLinesSpanExporter`: encoded as they end, written in batches.
+
+    The SDK's `BatchSpanProcessor` keeps every span object until its thread encodes the whole
+    batch. That thread then holds the GIL for milliseconds at a time, and the event loop,
+    which needs the GIL back after every `epoll` wait, waits up to the interpreter's switch
+    interval (5 ms) each time: every request in flight during an export gets slower, not
+    only the sampled ones. The queued span objects also survive into the older GC
+    generations, so full collections come more often. Here each span becomes its line
+    (a string, which the GC does not track) on the thread that ends it, a few microseconds
+    spread over the sampled requests; the writer thread only joins the lines and writes,
+    and `write` runs without the GIL. Lines wait at most `OTEL_BSP_SCHEDULE_DELAY` ms
+    (5000), or until `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` (512) are waiting; past
+    `OTEL_BSP_MAX_QUEUE_SIZE` (2048) new lines are dropped, counted and logged, as the SDK does.
+    """
+
+    def __init__(self, exporter: JsonLinesSpanExporter) -> None:
+        self.exporter = exporter
+        self.delay = _env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
+        self.max_queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
+        self.batch = min(self.max_queue, _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))
+        self._lines: list[str] = []
+        self._dropped = 0
+        self._lock = threading.Lock()  # guards _lines and _dropped
+        self._write_lock = threading.Lock()  # one writer at a time: batches stay in order
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="servicekit-span-lines", daemon=True)
+        self._thread.start()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queue the line of a sampled span (never raises into the code that ended it)."""
+        if self._stopping or not span.context.trace_flags.sampled:
+            return
+        try:
+            line = span_line(span)
+        except Exception:  # a span must never break the request that ended it
+            logger.exception("could not encode span %r", span.name)
+            return
+        with self._lock:
+            if len(self._lines) >= self.max_queue:
+                self._dropped += 1
+                return
+            self._lines.append(line)
+            full = len(self._lines) >= self.batch
+        if full:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self.delay)
+            self._wake.clear()
+            self._write()
+
+    def _write(self) -> bool:
+        with self._write_lock:
+            with self._lock:
+                lines, self._lines = self._lines, []
+                dropped, self._dropped = self._dropped, 0
+            if dropped:
+                logger.warning("span queue full: %d spans dropped", dropped)
+            if not lines:
+                return True
+            return self.exporter.write("".join(lines)) is SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Write every queued line now, on the caller's thread."""
+        return self._write()
+
+    def shutdown(self) -> None:
+        """Stop the writer thread, then write what is left."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+        self._write()
 
 
 #: Span attribute of dyed traffic (`traffic=shadow`); live spans do not carry it.
@@ -233,7 +338,11 @@ class Tracing:
         )
         provider.add_span_processor(TrafficSpans())
         for exporter in exporters:
-            provider.add_span_processor(BatchSpanProcessor(exporter))
+            provider.add_span_processor(
+                LineBatchProcessor(exporter)
+                if isinstance(exporter, JsonLinesSpanExporter)
+                else BatchSpanProcessor(exporter)
+            )
         self.provider = provider
         self.tracer = provider.get_tracer("servicekit", self.version)
 
