@@ -98,7 +98,7 @@ lint: install ## ruff (lint + format check), mypy --strict, bandit and pip-audit
 	@.venv/bin/mypy libs/servicekit/src services/*/src gateway/src infra/local loadtest/src loadtest/locustfile.py
 	@scripts/security-lint.sh
 
-bench: install ## Benchmarks, never part of `make test`: B1-B6, B8, B9 -> benchmarks/results/
+bench: install ## Benchmarks, never part of `make test`: B1-B9 -> benchmarks/results/, summary in latest.md
 	@scripts/system-packages.sh bench
 	@echo "==> B1: middleware stack vs bare FastAPI (wrk, real uvicorn)" && $(PY) benchmarks/b1_middleware.py
 	@echo "==> B2: tracing on at the default sampling vs bare FastAPI" && $(PY) benchmarks/b2_tracing.py
@@ -106,8 +106,10 @@ bench: install ## Benchmarks, never part of `make test`: B1-B6, B8, B9 -> benchm
 	@echo "==> B4: overload at 1x/2x/4x capacity, open loop, shedding on and off" && $(PY) benchmarks/b4_overload.py
 	@echo "==> B5: breaker fast fail and closed-breaker throughput" && $(PY) benchmarks/b5_breaker.py
 	@echo "==> B6: Redis stalled or gone, latency of requests that do not need it" && $(PY) benchmarks/b6_redis_outage.py
+	@echo "==> B7: checkout end to end, per hop, tracing cost, the saga's optimisation" && $(PY) benchmarks/b7_checkout.py
 	@echo "==> B8: the seed's experiments" && $(PY) benchmarks/b8_seed.py
 	@echo "==> B9: canary routing decision per outbound call" && $(PY) benchmarks/b9_routing.py
+	@echo "==> benchmarks/results/latest.md" && $(PY) benchmarks/latest.py
 
 fmt: install ## Format and auto-fix
 	@.venv/bin/ruff format .

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def median_of(runs: int, measure: Callable[[], float]) -> tuple[float, list[float]]:
@@ -45,3 +49,44 @@ def write(name: str, title: str, intro: str, tables: Sequence[Table], data: dict
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print("\n".join(lines))
     return md
+
+
+def uptime() -> str:
+    """The load averages (1, 5, 15 min) as `uptime` shows them: the machine may be shared."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
+def code_hash(paths: Sequence[str]) -> str:
+    """A hash of the tracked files under `paths` as they are now (uncommitted edits included)."""
+    listed = subprocess.run(  # noqa: S603
+        ["git", "ls-files", "-z", "--", *paths],  # noqa: S607
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
+    files = sorted(f for f in listed.decode().split("\0") if f and (REPO / f).is_file())
+    blobs = subprocess.run(
+        ["git", "hash-object", "--stdin-paths"],  # noqa: S607
+        cwd=REPO,
+        input="\n".join(files),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    digest = hashlib.sha256()
+    for name, blob in zip(files, blobs, strict=True):
+        digest.update(f"{name} {blob}\n".encode())
+    return digest.hexdigest()
+
+
+def measured_tree(paths: Sequence[str]) -> dict[str, Any]:
+    """What a result measured: the code paths, their hash now, and the commit they sat on."""
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"],  # noqa: S607
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {"paths": list(paths), "hash": code_hash(paths), "commit": head}

@@ -238,18 +238,22 @@ async def finish_charged(checkout: Checkout, order: CustomerOrder) -> StoredResp
         raise CheckoutUnavailableError(
             "inventory unavailable; the order will be completed"
         ) from exc
-    return await confirm(checkout, order.id)
+    return await confirm(checkout, order)
 
 
-async def confirm(checkout: Checkout, order_id: str) -> StoredResponse:
-    """Confirm the order and store its 201 answer in the same transaction."""
+async def confirm(checkout: Checkout, order: CustomerOrder) -> StoredResponse:
+    """Confirm the order and store its 201 answer in the same transaction.
+
+    The answer is built from `order` as the saga holds it (its items priced by the
+    reservation, or as loaded by recovery), not read back: the confirmation writes only the
+    status, so the stored answer is what a read of the order returns.
+    """
+    now = checkout.clock()
+    body = to_public(order).model_copy(update={"status": CONFIRMED}).model_dump_json()
     async with checkout.unit_of_work() as orders:
-        now = checkout.clock()
-        await orders.update_order(order_id, status=CONFIRMED, saga_state=CONFIRMED, updated_at=now)
-        order = await orders.get_order(order_id)
-        assert order is not None
-        body = to_public(order).model_dump_json()
-        await orders.complete_record(order_id, 201, body, now)
+        await orders.update_order(order.id, status=CONFIRMED, saga_state=CONFIRMED, updated_at=now)
+        await orders.complete_record(order.id, 201, body, now)
+    order.status, order.saga_state = CONFIRMED, CONFIRMED
     checkout.count_outcome("confirmed")
     return StoredResponse(201, body.encode())
 

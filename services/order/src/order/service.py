@@ -6,7 +6,8 @@ record and get the stored answer, 409 while it runs, or 422 when the body differ
 
 The saga itself (order.saga, order.forward, order.saga_recovery) is the domain process these
 use cases start and resume; it writes each step in a short transaction of its own, opened
-from the same `UnitOfWork`, before the downstream call it guards.
+from the same `UnitOfWork`, before the downstream call it guards: one transaction per call,
+never one per state (a checkout that is confirmed runs five).
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from servicekit import Metrics, exemplar, traffic
 from order import forward
 from order.clients import InventoryClient, PaymentClient
 from order.exceptions import IdempotencyKeyReusedError, OrderNotFoundError, RequestInFlightError
-from order.models import COMPLETED, PENDING, CustomerOrder, IdempotencyRecord, OrderItem
+from order.models import (
+    COMPLETED,
+    PENDING,
+    RESERVING,
+    CustomerOrder,
+    IdempotencyRecord,
+    OrderItem,
+)
 from order.saga import Checkout, StoredResponse, to_public
 from order.saga_recovery import recover_one
 from order.schemas import OrderCreate, OrderPublic
@@ -116,11 +124,13 @@ class OrderService:
             raise RequestInFlightError("this idempotency key is busy; retry shortly")
 
         now = self.clock()
+        # Inserted as `reserving`: the state that guards the reserve call is written with the
+        # order itself, not in a transaction of its own (recovery treats both alike).
         order = CustomerOrder(
             id=str(uuid.uuid4()),
             customer_id=customer_id,
             status=PENDING,
-            saga_state=PENDING,
+            saga_state=RESERVING,
             total_cents=0,
             currency="USD",
             created_at=now,
