@@ -159,13 +159,15 @@ def test_dyed_run_changes_no_live_table_and_lands_in_shadow(stack: Stack, tmp_pa
     with stack.client() as client:
         assert client.get(f"/api/orders/{order_id}").json()["status"] == "confirmed"
 
-    # The shadow tables hold the run's orders (one confirmed order per checkout answered 201,
-    # each charged), every row of them marked.
+    # The shadow tables hold the run's orders, each charged, every row of them marked: one
+    # confirmed order per checkout answered 201, plus at most one per user for the checkouts
+    # in flight when Locust stopped its users (placed, but their answers never counted).
     dyed = read_rows(stack, shadow.SCHEMA)
     orders = {dict(r)["id"]: dict(r) for r in dyed["customer_order"]}
     confirmed = {i for i, o in orders.items() if o["status"] == "confirmed"}
-    assert len(confirmed) == checkouts["outcomes"]["ok"]
-    assert len(orders) <= checkouts["requests"]
+    in_flight = int(LOADTEST["USERS"])
+    assert checkouts["outcomes"]["ok"] <= len(confirmed) <= checkouts["outcomes"]["ok"] + in_flight
+    assert len(orders) <= checkouts["requests"] + in_flight
     assert order_id not in orders
     assert {dict(r)["traffic"] for rows in dyed.values() for r in rows} == {"shadow"}
     charged = {dict(r)["order_id"] for r in dyed["charge"]}
