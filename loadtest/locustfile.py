@@ -1,8 +1,9 @@
 """The shop journey for Locust: `locust -f loadtest/locustfile.py` (or `make loadtest`).
 
-Users browse, look at products, check out and look their orders up (`loadtest.journey` has the
-mix and its weights); the scenario's shape (`SCENARIO`, `USERS`, `SPAWN_RATE`, `DURATION`;
-`loadtest.shapes`) decides how many run when. Each user takes an API key from
+Users browse, look at products, check out and look their orders up, in the weights of the mix
+(`MIX`: `Shopper` for `journey`, `Buyer` for `checkout`; `loadtest.journey.MIXES`); the
+scenario's shape (`SCENARIO`, `USERS`, `SPAWN_RATE`, `DURATION`; `loadtest.shapes`) decides how
+many run when, and of which class. Each user takes an API key from
 `LOADTEST_API_KEYS` (keys with the `loadtest` scope) and, unless `DYE=0`, marks every request
 `X-Shadow-Traffic: 1`.
 
@@ -24,11 +25,12 @@ import os
 import random
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from loadtest.outcomes import ERROR, Tally, classify
-from locust import FastHttpUser, LoadTestShape, between, events, task
+from locust import FastHttpUser, LoadTestShape, TaskSet, User, between, events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -55,14 +57,18 @@ def outcome_of(response: Any) -> tuple[int, str]:
 
 
 @events.request.add_listener
-def tally(response_time: float, response: Any = None, **_: Any) -> None:
+def tally(name: str, response_time: float, response: Any = None, **_: Any) -> None:
     """Count every request Locust counts, in the same event, so the two always agree."""
-    TALLY.add(outcome_of(response)[1], response_time)
+    TALLY.add(outcome_of(response)[1], response_time, name)
 
 
-class Shopper(FastHttpUser):
-    """One shopper: browses pages in order, looks at products, buys cheap ones, checks orders."""
+class Customer(FastHttpUser):
+    """One customer: browses pages in order, looks at products, buys cheap ones, checks orders.
 
+    Abstract: the classes below weight its tasks, one class per mix.
+    """
+
+    abstract = True
     wait_time = between(*journey.THINK_SECONDS)
     network_timeout = 10.0
     connection_timeout = 5.0
@@ -85,7 +91,6 @@ class Shopper(FastHttpUser):
         response.success()
         return response if 200 <= status < 300 else None
 
-    @task(journey.WEIGHTS[journey.BROWSE])
     def browse(self) -> None:
         path = f"/api/products?limit={journey.PAGE_SIZE}"
         if self.cursor:
@@ -101,7 +106,6 @@ class Shopper(FastHttpUser):
             self.skus = list(dict.fromkeys([*self.skus, *found]))
             self.cursor = page.get("next_cursor")  # the last page starts the list again
 
-    @task(journey.WEIGHTS[journey.DETAIL])
     def detail(self) -> None:
         sku = random.choice(self.skus)
         with self.client.get(
@@ -109,7 +113,6 @@ class Shopper(FastHttpUser):
         ) as response:
             self._judge(response)
 
-    @task(journey.WEIGHTS[journey.CHECKOUT])
     def checkout(self) -> None:
         sku = random.choice(self.skus)
         sent = {**self.headers, "Idempotency-Key": secrets.token_hex(16)}
@@ -124,7 +127,6 @@ class Shopper(FastHttpUser):
             if ok is not None:
                 self.orders = [*self.orders[-19:], json.loads(ok.text)["id"]]
 
-    @task(journey.WEIGHTS[journey.LOOKUP])
     def lookup(self) -> None:
         if not self.orders:
             return self.detail()  # nothing bought yet: look at a product instead
@@ -136,11 +138,43 @@ class Shopper(FastHttpUser):
         return None
 
 
-class ScenarioShape(LoadTestShape):
-    """The users over time of `SCENARIO` (see `loadtest.shapes`)."""
+def weighted(mix: str) -> list[TaskSet | Callable[..., Any]]:
+    """`Customer`'s tasks in the weights of `mix`: each task as many times as its weight (what
+    Locust makes of `@task(weight)`)."""
+    weights = journey.MIXES[mix]
+    tasks: dict[str, TaskSet | Callable[..., Any]] = {
+        journey.BROWSE: Customer.browse,
+        journey.DETAIL: Customer.detail,
+        journey.CHECKOUT: Customer.checkout,
+        journey.LOOKUP: Customer.lookup,
+    }
+    return [tasks[name] for name, weight in weights.items() for _ in range(weight)]
 
-    def tick(self) -> tuple[int, float] | None:
-        return shapes.tick(settings().stages, self.get_run_time())
+
+class Shopper(Customer):
+    """`MIX=journey`: mostly looking, sometimes buying, now and then checking an order."""
+
+    tasks = weighted("journey")
+
+
+class Buyer(Customer):
+    """`MIX=checkout`: mostly buying, to load the write path (orders, stock, charges)."""
+
+    tasks = weighted("checkout")
+
+
+USERS: dict[str, type[Customer]] = {"journey": Shopper, "checkout": Buyer}
+
+
+class ScenarioShape(LoadTestShape):
+    """The users over time of `SCENARIO` (see `loadtest.shapes`), all of the class of `MIX`."""
+
+    def tick(self) -> tuple[int, float, list[type[User]] | None] | None:
+        step = shapes.tick(settings().stages, self.get_run_time())
+        if step is None:
+            return None
+        users, spawn_rate = step
+        return users, spawn_rate, [USERS[settings().mix]]
 
 
 @events.init.add_listener

@@ -34,6 +34,7 @@ def clean_env() -> dict[str, str]:
     prefixes = (*(f"{s.prefix}_" for s in load().services), "LOADTEST_", "SLO_")
     knobs = {
         "SCENARIO",
+        "MIX",
         "USERS",
         "SPAWN_RATE",
         "DURATION",

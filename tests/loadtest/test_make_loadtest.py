@@ -51,6 +51,7 @@ def test_smoke_run_passes_and_writes_the_report(stack: LocalStack, tmp_path: Pat
     assert set(summary["latency_ms"]["endpoints"]) >= ENDPOINTS
     for entry in summary["latency_ms"]["endpoints"].values():
         assert 0 < entry["p50"] <= entry["p95"] <= entry["p99"]
+        assert sum(entry["outcomes"].values()) == entry["requests"]
     assert summary["slo"]["passed"] is True
     assert {c["name"] for c in summary["slo"]["checks"]} == {"p99_ms", "error_rate"}
     assert "SLO passed" in output and str(folder / "report.html") in output
@@ -86,6 +87,7 @@ def test_workers_run_under_a_master_that_adds_their_stats(
     ("knob", "value", "listed"),
     [
         ("SCENARIO", "stress", "smoke | journey | ramp | spike | soak"),
+        ("MIX", "heavy", "journey | checkout"),
         ("USERS", "abc", "a whole number >= 1"),
         ("DURATION", "5x", "30s, 2m"),
         ("WORKERS", "-1", "a whole number >= 0"),

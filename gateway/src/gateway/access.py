@@ -14,7 +14,10 @@ kept out of the global limit so an operator can act during a flood (the per-clie
 still applies). Every refusal is counted in `servicekit_shed_requests{tier="access"}`.
 
 Counting is shared in Redis (`GATEWAY_REDIS_URL`) and falls back to per-process memory when
-Redis fails (`gateway.rate_limiter`): a Redis outage never causes a 5xx here.
+Redis fails (`gateway.rate_limiter`): a Redis outage never causes a 5xx here. Dyed traffic is
+counted apart, under keys with the shadow prefix (`shadow:<GATEWAY_RATE_LIMIT_KEY_PREFIX>:...`):
+a load test spends neither a live client's budget nor the live global one (under pressure the
+services' admission tier sheds dyed traffic first).
 
 Fail-closed, with a fallback present, means the limit is never exceeded fleet-wide even while
 counts cannot be shared: counted per process, a fail-closed limit allows each process only its
@@ -47,6 +50,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.driver_info import DriverInfo
 from servicekit import Metrics, ServiceError, context, contract, traffic
+from servicekit.data import shadow
 from servicekit.edge.credential import OPEN_PATHS
 from servicekit.telemetry.logs import mark_shed
 from slowapi.util import get_remote_address
@@ -132,7 +136,9 @@ class AccessLimits:
     async def check(self, scope: Scope) -> ServiceError | None:
         """None if the request may go on, else the refusal to answer with."""
         client, known = self._client(scope)
-        decision = await self.limiter.hit(self.policy.client_rule, "client", client)
+        # Set by the edge, and only for callers allowed to dye (servicekit.contract).
+        dyed = bool(context.get(context.SHADOW, False))
+        decision = await self.limiter.hit(self.policy.client_rule, "client", client, shadow=dyed)
         if not decision.allowed:
             return self._refuse(
                 "client_rate",
@@ -144,7 +150,9 @@ class AccessLimits:
                 ),
             )
         if known and (scope["method"], scope["path"].rstrip("/")) == CHECKOUT:
-            decision = await self.limiter.hit(self.policy.checkout_rule, "checkout", client)
+            decision = await self.limiter.hit(
+                self.policy.checkout_rule, "checkout", client, shadow=dyed
+            )
             if not decision.allowed:
                 return self._refuse(
                     "checkout_rate",
@@ -157,7 +165,7 @@ class AccessLimits:
                 )
         if scope["path"].startswith("/admin/"):
             return None
-        decision = await self.limiter.hit(self.policy.global_rule, "global")
+        decision = await self.limiter.hit(self.policy.global_rule, "global", shadow=dyed)
         if not decision.allowed:
             return self._refuse(
                 "global_rate",
@@ -248,17 +256,25 @@ async def open_access_limits(
         processes=settings.rate_limit_processes,
     )
     redis = None
-    storage = None
+    storages: list[RedisStorage | None] = [None, None]
     if settings.redis_url:
         redis = limiter_redis(settings.redis_url, timeout=settings.rate_limit_redis_timeout)
-        storage = RedisStorage(
-            f"async+{settings.redis_url}",
-            implementation="redispy",
-            key_prefix=settings.rate_limit_key_prefix,
-            connection_pool=redis.connection_pool,  # type: ignore[arg-type]
-        )
+        prefix = settings.rate_limit_key_prefix
+        # Live and dyed counts: one pool, two key spaces.
+        storages = [
+            RedisStorage(
+                f"async+{settings.redis_url}",
+                implementation="redispy",
+                key_prefix=key_prefix,
+                connection_pool=redis.connection_pool,  # type: ignore[arg-type]
+            )
+            for key_prefix in (prefix, shadow.REDIS_PREFIX + prefix)
+        ]
     limiter = FallbackRateLimiter(
-        storage, timeout=settings.rate_limit_redis_timeout, gauge=metrics.rate_limit_fallback
+        storages[0],
+        shadow_primary=storages[1],
+        timeout=settings.rate_limit_redis_timeout,
+        gauge=metrics.rate_limit_fallback,
     )
     try:
         yield AccessLimits(policy, limiter, metrics)

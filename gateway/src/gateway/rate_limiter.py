@@ -21,6 +21,11 @@ A `Rule` carries two amounts: `item`, counted in Redis and shared by every gatew
 and `local_item`, what one process enforces while it counts alone. Availability-first limits
 use the same amount for both; fail-closed ones (checkout attempts) give each process only its
 share, so the fleet as a whole never lets more through than the limit (see `gateway.access`).
+
+Dyed (load-test) traffic is counted apart from live traffic, in a storage of its own
+(`shadow_primary`: the same Redis, every key under the shadow prefix) and its own process
+memory, so a load test never spends a live client's or the gateway's live budget, and every
+Redis key it writes is a shadow key.
 """
 
 from __future__ import annotations
@@ -94,12 +99,14 @@ class FallbackRateLimiter:
     """Fixed-window counting in a shared storage (Redis), falling back to process memory.
 
     `primary=None` means no shared storage is configured: counting is per process for good.
+    `shadow_primary` (required with `primary`, on the same server) counts dyed traffic.
     """
 
     def __init__(
         self,
         primary: Storage | None,
         *,
+        shadow_primary: Storage | None = None,
         timeout: float,
         clock: Callable[[], float] = time.monotonic,
         backoff: tuple[float, float] = PROBE_BACKOFF,
@@ -107,8 +114,18 @@ class FallbackRateLimiter:
     ) -> None:
         self.timeout = timeout
         self._primary_storage = primary
-        self._primary = FixedWindowRateLimiter(primary) if primary is not None else None
-        self._local = FixedWindowRateLimiter(MemoryStorage())
+        if (primary is None) != (shadow_primary is None):
+            raise ValueError("a shared storage for live traffic needs one for dyed traffic")
+        # Indexed by `shadow`: live and dyed traffic never count against each other.
+        self._primary = (
+            (FixedWindowRateLimiter(primary), FixedWindowRateLimiter(shadow_primary))
+            if primary is not None and shadow_primary is not None
+            else None
+        )
+        self._local = (
+            FixedWindowRateLimiter(MemoryStorage()),
+            FixedWindowRateLimiter(MemoryStorage()),
+        )
         self._clock = clock
         self._backoff_range = backoff
         self._backoff = backoff[0]
@@ -134,18 +151,19 @@ class FallbackRateLimiter:
         """The background probe of the shared storage, if one has been started."""
         return self._probe
 
-    async def hit(self, rule: Rule, *identifiers: str) -> Decision:
-        """Count one hit against `rule` for `identifiers`; never raises for a storage failure."""
+    async def hit(self, rule: Rule, *identifiers: str, shadow: bool = False) -> Decision:
+        """Count one hit against `rule` for `identifiers` (dyed traffic: `shadow`, counted
+        apart); never raises for a storage failure."""
         if self._primary is not None and self._use_primary():
             try:
                 return await self._bounded(
-                    self._decide(self._primary, rule.item, identifiers, shared=True)
+                    self._decide(self._primary[shadow], rule.item, identifiers, shared=True)
                 )
             except _GaveUp:
                 pass  # count this one hit here; the mode is someone else's call
             except Exception as exc:  # any storage failure: count locally, never a 5xx
                 self._lose(exc)
-        return await self._decide(self._local, rule.local_item, identifiers, shared=False)
+        return await self._decide(self._local[shadow], rule.local_item, identifiers, shared=False)
 
     async def _bounded(self, call: Coroutine[Any, Any, Decision]) -> Decision:
         # Not `asyncio.timeout`: that waits for the cancelled call to unwind, and redis-py's

@@ -22,7 +22,9 @@ from servicekit.testing import lifespan_client
 
 ALICE = {"Authorization": "Bearer alice-key"}
 BOB = {"Authorization": "Bearer bob-key"}
-KEYS = "alice-key:customer-alice,bob-key:customer-bob"
+TESTER = {"Authorization": "Bearer tester-key"}
+DYED = TESTER | {"X-Shadow-Traffic": "1"}
+KEYS = "alice-key:customer-alice,bob-key:customer-bob,tester-key:customer-tester:loadtest"
 
 
 def ok(request: httpx.Request) -> httpx.Response:
@@ -34,7 +36,7 @@ def prefix(redis_url: str) -> Iterator[str]:
     name = f"test-limits-{secrets.token_hex(6)}"
     yield name
     client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{name}:*"))
+    keys = [*client.scan_iter(f"{name}:*"), *client.scan_iter(f"shadow:{name}:*")]
     if keys:
         client.delete(*keys)
     client.close()
@@ -141,3 +143,30 @@ async def test_counts_through_the_asyncio_redis_client(redis_url: str, prefix: s
         assert storage is not None
         assert isinstance(storage.bridge.storage, redis.asyncio.Redis)  # type: ignore[attr-defined]
         assert (await access.limiter.hit(access.policy.global_rule, "global")).shared
+
+
+def values(redis_url: str, pattern: str) -> dict[str, bytes | None]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return {k.decode(): client.get(k) for k in client.scan_iter(pattern)}
+    finally:
+        client.close()
+
+
+async def test_dyed_traffic_counts_under_the_shadow_prefix_and_spends_no_live_budget(
+    redis_url: str, prefix: str
+) -> None:
+    async with AsyncExitStack() as stack:
+        (a,) = await gateways(stack, 1, settings(redis_url, prefix, client_rate_limit="2/minute"))
+        assert (await a.get("/api/products", headers=TESTER)).status_code == 200
+        live = values(redis_url, f"{prefix}:*")
+        dyed = [(await a.get("/api/products", headers=DYED)).status_code for _ in range(3)]
+        live_after = values(redis_url, f"{prefix}:*")
+        shadow = values(redis_url, f"shadow:{prefix}:*")
+        # The live count of this client (1 of 2) was neither spent nor touched by the dyed run.
+        second_live = (await a.get("/api/products", headers=TESTER)).status_code
+    assert dyed == [200, 200, 429]
+    assert live_after == live and len(live) == 2  # the client's and the global counter
+    # Every dyed hit counted there: 3 by the client, 2 (the admitted ones) globally.
+    assert {k.split("/")[1]: v for k, v in shadow.items()} == {"client": b"3", "global": b"2"}
+    assert second_live == 200

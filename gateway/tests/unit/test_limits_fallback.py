@@ -69,7 +69,12 @@ def storage() -> FlakyStorage:
 @pytest.fixture
 def limiter(storage: FlakyStorage, fake_clock: FakeClock, gauge: Gauge) -> FallbackRateLimiter:
     return FallbackRateLimiter(
-        storage, timeout=0.05, clock=fake_clock, backoff=(1.0, 8.0), gauge=gauge
+        storage,
+        shadow_primary=storage,
+        timeout=0.05,
+        clock=fake_clock,
+        backoff=(1.0, 8.0),
+        gauge=gauge,
     )
 
 
@@ -197,7 +202,7 @@ async def test_calls_waiting_on_a_stalled_storage_all_give_up_at_the_first_deadl
     storage: FlakyStorage, fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.rate_limiter")
-    limiter = FallbackRateLimiter(storage, timeout=0.2, clock=fake_clock)
+    limiter = FallbackRateLimiter(storage, shadow_primary=storage, timeout=0.2, clock=fake_clock)
     storage.stalled = asyncio.Event()  # never set: every call hangs
     loop = asyncio.get_running_loop()
 

@@ -3,10 +3,12 @@
 One definition for the Locust users (`loadtest/locustfile.py`) and for open-loop load
 (`journey_mix`, for `loadtest.openloop`), so both offer the same traffic.
 
-Tasks (weight): browse `GET /api/products?limit=20[&cursor=..]` (10), detail
-`GET /api/products/{sku}` (10), checkout `POST /api/orders` with a fresh `Idempotency-Key` (3),
-lookup `GET /api/orders/{id}` of an order the user placed (2). Reports name each by the
-constants below (Locust's `name=`); loadtest/README.md has the traffic-mix table.
+Tasks: browse `GET /api/products?limit=20[&cursor=..]`, detail `GET /api/products/{sku}`,
+checkout `POST /api/orders` with a fresh `Idempotency-Key`, lookup `GET /api/orders/{id}` of an
+order the user placed. Their weights are a *mix* (`MIXES`, chosen by the `MIX` knob): `journey`
+mostly looks and sometimes buys; `checkout` mostly buys, to load the write path (orders,
+reservations, charges). Reports name each task by the constants below (Locust's `name=`);
+loadtest/README.md has the traffic-mix table.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ CHECKOUT = "POST /api/orders"
 LOOKUP = "GET /api/orders/{id}"
 #: Task weights (relative): mostly looking, sometimes buying, now and then checking an order.
 WEIGHTS = {BROWSE: 10, DETAIL: 10, CHECKOUT: 3, LOOKUP: 2}
+#: The mixes a run may use (`MIX`): task weights by mix name.
+MIXES: dict[str, dict[str, int]] = {
+    "journey": WEIGHTS,
+    "checkout": {BROWSE: 1, DETAIL: 2, CHECKOUT: 12, LOOKUP: 2},
+}
 #: Think time between two tasks of one user, seconds (uniform).
 THINK_SECONDS = (0.5, 2.0)
 PAGE_SIZE = 20

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from loadtest.journey import MIXES
 from loadtest.shapes import SCENARIOS, Scenario, Stage
 
 #: Development keys with the `loadtest` scope (the gateway's DEMO_API_KEYS pool).
@@ -24,6 +25,7 @@ _KEY = re.compile(r"^[A-Za-z0-9._~+/=-]{1,256}$")
 #: Knob -> what it accepts (listed whenever one is wrong).
 VALID: dict[str, str] = {
     "SCENARIO": " | ".join(SCENARIOS) + " (default journey)",
+    "MIX": " | ".join(MIXES) + " (default journey): the task weights, loadtest/README.md",
     "USERS": "a whole number >= 1 (default per scenario)",
     "SPAWN_RATE": "a number > 0, users started per second (default per scenario)",
     "DURATION": "Locust's notation: 30s, 2m, 1h30m, or plain seconds (default per scenario)",
@@ -67,6 +69,7 @@ class Knobs:
     """Every knob, parsed and defaulted."""
 
     scenario: Scenario
+    mix: str
     users: int
     spawn_rate: float
     duration: float
@@ -119,6 +122,9 @@ def parse(env: Mapping[str, str] | None = None) -> Knobs:
     if name not in SCENARIOS:
         raise KnobError("SCENARIO", name, "unknown scenario")
     scenario = SCENARIOS[name]
+    mix = env.get("MIX", "").strip() or "journey"
+    if mix not in MIXES:
+        raise KnobError("MIX", mix, "unknown mix")
 
     users_value = _number(env, "USERS", int, 1)
     users = int(users_value) if users_value is not None else scenario.users
@@ -146,6 +152,7 @@ def parse(env: Mapping[str, str] | None = None) -> Knobs:
         raise KnobError("SLO_ERROR_RATE", env["SLO_ERROR_RATE"])
     return Knobs(
         scenario=scenario,
+        mix=mix,
         users=users,
         spawn_rate=spawn_rate or scenario.default_spawn_rate(users),
         duration=duration,

@@ -66,19 +66,23 @@ def percentile(histogram: Mapping[int, int], q: float) -> float:
 
 @dataclass
 class Tally:
-    """Answers counted per outcome, with a latency histogram per outcome.
+    """Answers counted per outcome, with a latency histogram per outcome, and per endpoint.
 
     Small and mergeable, so Locust workers can ship it to the master with every report.
     """
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     latency: dict[str, dict[int, int]] = field(default_factory=lambda: {o: {} for o in OUTCOMES})
+    #: Answers per endpoint (Locust's `name=`) and outcome.
+    endpoints: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def add(self, outcome: str, ms: float) -> None:
+    def add(self, outcome: str, ms: float, endpoint: str | None = None) -> None:
         self.counts[outcome] += 1
         histogram = self.latency[outcome]
         key = bucket(ms)
         histogram[key] = histogram.get(key, 0) + 1
+        if endpoint is not None:
+            self.endpoints.setdefault(endpoint, dict.fromkeys(OUTCOMES, 0))[outcome] += 1
 
     def merge(self, other: Mapping[str, Any]) -> None:
         """Add a tally given as `to_dict()` (histogram keys may arrive as strings, from JSON)."""
@@ -89,11 +93,16 @@ class Tally:
             for ms, count in histogram.items():
                 key = int(float(ms))
                 mine[key] = mine.get(key, 0) + int(count)
+        for endpoint, counts in other.get("endpoints", {}).items():
+            tallied = self.endpoints.setdefault(endpoint, dict.fromkeys(OUTCOMES, 0))
+            for outcome, count in counts.items():
+                tallied[outcome] = tallied.get(outcome, 0) + int(count)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "counts": dict(self.counts),
             "latency": {o: dict(h) for o, h in self.latency.items()},
+            "endpoints": {e: dict(c) for e, c in self.endpoints.items()},
         }
 
     @classmethod
@@ -107,6 +116,7 @@ class Tally:
         data = self.to_dict()
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self.latency = {o: {} for o in OUTCOMES}
+        self.endpoints = {}
         return data
 
     @property

@@ -136,8 +136,8 @@ def headless(chosen: knobs.Knobs, env: Mapping[str, str]) -> int:
     folder = report_dir(root)
     stages = ", ".join(f"{users} users until {until:.0f}s" for until, users, _ in chosen.stages)
     say(
-        f"loadtest: {chosen.scenario.name} ({chosen.scenario.description}) against "
-        f"{chosen.host}: {stages}; spawn {chosen.spawn_rate:g}/s; "
+        f"loadtest: {chosen.scenario.name} ({chosen.scenario.description}), mix "
+        f"{chosen.mix}, against {chosen.host}: {stages}; spawn {chosen.spawn_rate:g}/s; "
         f"{'dyed (X-Shadow-Traffic: 1)' if chosen.dye else 'LIVE traffic (DYE=0)'}; "
         f"{chosen.workers or 'no'} workers; {len(chosen.keys)} API keys"
     )
@@ -148,6 +148,7 @@ def headless(chosen: knobs.Knobs, env: Mapping[str, str]) -> int:
         return EXIT_LOCUST
     run: dict[str, Any] = {
         "scenario": chosen.scenario.name,
+        "mix": chosen.mix,
         "host": chosen.host,
         "dye": chosen.dye,
         "workers": chosen.workers,

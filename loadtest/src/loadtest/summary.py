@@ -8,6 +8,11 @@ The gate has two thresholds:
 - `error_rate`: errors over all answers (shed and business outcomes are not errors).
 
 A run without a single non-shed answer fails the p99 check (nothing was served to time).
+
+Counts (requests, per endpoint too, and outcomes) come from the tally, which counts every
+answer up to the last. Locust rewrites its stats CSV once a second and not at exit, so the
+CSV may miss the answers of the run's last second: per-endpoint percentiles and rps come from
+it, and `locust_failures` is its failure count.
 """
 
 from __future__ import annotations
@@ -76,6 +81,11 @@ def build(
     """
     endpoints, aggregated = read_endpoints(Path(f"{prefix}_stats.csv"))
     tally = Tally.from_dict(outcomes)
+    for name, entry in endpoints.items():
+        counted = tally.endpoints.get(name)
+        entry["outcomes"] = counted or dict.fromkeys(OUTCOMES, 0)
+        if counted:
+            entry["requests"] = sum(counted.values())
     duration = max(0.0, float(outcomes.get("stopped", 0.0)) - float(outcomes.get("started", 0.0)))
     total = tally.total
     served = tally.histogram(o for o in OUTCOMES if o != SHED)
@@ -102,8 +112,8 @@ def build(
         **run,
         "users": peak_users(Path(f"{prefix}_stats_history.csv")),
         "duration_s": round(duration, 3),
-        "requests": aggregated.get("requests", 0),
-        "rps": round(aggregated.get("requests", 0) / duration, 3) if duration else 0.0,
+        "requests": total,
+        "rps": round(total / duration, 3) if duration else 0.0,
         "locust_failures": aggregated.get("failures", 0),
         #: Answers per Locust worker (empty when Locust ran alone).
         "per_worker": dict(outcomes.get("per_worker", {})),

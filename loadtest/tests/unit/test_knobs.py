@@ -13,7 +13,7 @@ from loadtest.knobs import (
 
 def test_defaults_are_the_journey_on_the_local_gateway() -> None:
     knobs = parse({})
-    assert knobs.scenario.name == "journey"
+    assert (knobs.scenario.name, knobs.mix) == ("journey", "journey")
     assert (knobs.users, knobs.duration, knobs.workers) == (20, 60.0, 0)
     assert knobs.host == "http://127.0.0.1:8000"
     assert knobs.dye is True
@@ -25,6 +25,7 @@ def test_reads_every_knob() -> None:
     knobs = parse(
         {
             "SCENARIO": "ramp",
+            "MIX": "checkout",
             "USERS": "12",
             "SPAWN_RATE": "2.5",
             "DURATION": "1m30s",
@@ -36,8 +37,9 @@ def test_reads_every_knob() -> None:
             "SLO_ERROR_RATE": "0.05",
         }
     )
-    assert (knobs.scenario.name, knobs.users, knobs.spawn_rate, knobs.duration) == (
+    assert (knobs.scenario.name, knobs.mix, knobs.users, knobs.spawn_rate, knobs.duration) == (
         "ramp",
+        "checkout",
         12,
         2.5,
         90.0,
@@ -66,6 +68,7 @@ def test_durations_in_locust_notation(raw: str, seconds: float) -> None:
     ("knob", "value", "listed"),
     [
         ("SCENARIO", "stress", "smoke | journey | ramp | spike | soak"),
+        ("MIX", "heavy", "journey | checkout"),
         ("USERS", "abc", "whole number >= 1"),
         ("USERS", "0", "whole number >= 1"),
         ("USERS", "2.5", "whole number >= 1"),

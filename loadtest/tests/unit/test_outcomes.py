@@ -41,14 +41,18 @@ def test_raw_classifier_finds_retry_after_in_any_case() -> None:
 def test_tally_merges_worker_reports_sent_as_json() -> None:
     master, worker = Tally(), Tally()
     for ms in (3.2, 140.0, 2350.0):
-        worker.add(OK, ms)
-    worker.add(SHED, 1.0)
-    master.add(OK, 3.4)
+        worker.add(OK, ms, "GET /a")
+    worker.add(SHED, 1.0, "POST /b")
+    master.add(OK, 3.4, "POST /b")
     report = json.loads(json.dumps(worker.take()))  # histogram keys become strings in transit
-    assert worker.total == 0, "a report starts the worker's tally from zero"
+    assert worker.total == 0 and worker.endpoints == {}, "a report starts the tally from zero"
     master.merge(report)
     assert master.counts == {OK: 4, SHED: 1, BUSINESS: 0, ERROR: 0}
     assert master.latency[OK] == {3: 2, 140: 1, 2400: 1}
+    assert master.endpoints == {
+        "GET /a": {OK: 3, SHED: 0, BUSINESS: 0, ERROR: 0},
+        "POST /b": {OK: 1, SHED: 1, BUSINESS: 0, ERROR: 0},
+    }
 
 
 def test_percentile_is_nearest_rank_and_nan_when_empty() -> None:

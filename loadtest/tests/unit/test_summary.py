@@ -50,6 +50,7 @@ def test_summary_of_a_recorded_smoke_run(prefix: Path) -> None:
         "p50": 93.0,
         "p95": 130.0,
         "p99": 130.0,
+        "outcomes": {OK: 4, SHED: 0, BUSINESS: 0, ERROR: 0},
     }
     assert summary["latency_ms"]["not_shed"]["p99"] == 130.0
     assert summary["slo"]["passed"] is True

@@ -10,6 +10,10 @@ service is drowning. Changes that bypass the HTTP API (a background job) show wi
 A cache is an optimisation, never a dependency: any Redis error or timeout is a miss (counted
 as `error`), and after one the Redis backend stays away for `cooldown` seconds, so a stalled
 Redis costs one short timeout per cool-down, not one per request.
+
+Dyed (load-test) traffic has a cache of its own: its entries and its generation counter carry
+the shadow prefix (`servicekit.data.shadow.redis_key`), in Redis and in the process alike, so
+a dyed read never serves or stores a live answer and a dyed write never makes live answers stale.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any, Protocol
 from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from servicekit.data.shadow import redis_key
 
 logger = logging.getLogger("servicekit.admission.cache")
 
@@ -199,7 +205,7 @@ class ReadCache:
         """
         try:
             raw_generation, raw = await self.backend.get_many(
-                [self._generation, self._prefix + key]
+                [redis_key(self._generation), redis_key(self._prefix + key)]
             )
         except CacheUnavailableError:
             self._count("error")
@@ -223,14 +229,14 @@ class ReadCache:
         """Keep `body`, read at `generation`, for `ttl + stale` seconds; failures are dropped."""
         answer = CachedAnswer(body, content_type, self.clock(), generation)
         try:
-            await self.backend.set(self._prefix + key, answer.encode(), self.keep)
+            await self.backend.set(redis_key(self._prefix + key), answer.encode(), self.keep)
         except CacheUnavailableError:
             return
 
     async def invalidate(self) -> None:
         """A write went through: no answer stored before now is fresh any more."""
         try:
-            await self.backend.incr(self._generation)
+            await self.backend.incr(redis_key(self._generation))
         except CacheUnavailableError:
             return
 
