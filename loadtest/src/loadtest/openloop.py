@@ -323,6 +323,18 @@ def _resolve(spec: str, paths: Sequence[str]) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
+def reads(config: dict[str, Any]) -> Mix:
+    """A mix factory for `run`: GETs of `config["paths"]` in turn, with `config["headers"]`."""
+    host = config.get("host", "127.0.0.1")
+    headers = config.get("headers", {})
+    requests = [
+        Request(path.split("?", 1)[0], encode("GET", path, host=host, headers=headers))
+        for path in config["paths"]
+    ]
+    turn = iter(range(config.get("share", 0), 1 << 62))
+    return lambda: requests[next(turn) % len(requests)]
+
+
 def generate(config: dict[str, Any]) -> dict[str, Any]:
     """One generator process's share of a `run`: its results as JSON-ready lists, and drops.
 

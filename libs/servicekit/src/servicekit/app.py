@@ -13,7 +13,11 @@ from starlette.middleware import Middleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp
 
-from servicekit.admission.wiring import bind_load_shedding, install_load_shedding
+from servicekit.admission.wiring import (
+    bind_load_shedding,
+    install_load_shedding,
+    unbind_load_shedding,
+)
 from servicekit.contract import Trust
 from servicekit.data.redis import create_redis
 from servicekit.edge.credential import OPEN_PATHS, ServiceCredentialTrust
@@ -200,7 +204,10 @@ def _with_kit_resources(
                 if redis is not None:
                     merged.setdefault("redis", redis)
                 bind_load_shedding(app, settings, merged)
-                yield merged
+                try:
+                    yield merged
+                finally:
+                    unbind_load_shedding(app)
         finally:
             if redis is not None:
                 await redis.aclose()

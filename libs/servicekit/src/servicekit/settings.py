@@ -109,6 +109,12 @@ class ServiceSettings(BaseSettings):
     # cached reads are answered from cache (X-Degraded: cache) and shadow traffic is shed.
     max_concurrency: int = Field(default=256, ge=0, le=100_000)
     degrade_at: float = Field(default=0.8, gt=0, le=1)
+    # The limit found from measured latency (admission.adaptive), max_concurrency its ceiling.
+    adaptive_concurrency: bool = False
+    # Queue timeout (admission.lag): a request that waited in the event loop past the target,
+    # once the loop's lag stood above it for an interval, is shed at once; 0 turns it off.
+    queue_target_ms: float = Field(default=50.0, ge=0, le=60_000)
+    queue_interval_ms: float = Field(default=200.0, gt=0, le=60_000)
     # Degraded mode is left once in-flight requests stayed below the threshold this long: each
     # exit sends the cached reads back to the database at once.
     degrade_hold_seconds: float = Field(default=1.0, gt=0, le=600)

@@ -1,6 +1,8 @@
 """Service tier of load shedding: in-flight requests of one process against its limit.
 
-Requests in flight in this process, against the hard limit `L` (`<P>_MAX_CONCURRENCY`)::
+Requests in flight in this process, against the limit `L`: `<P>_MAX_CONCURRENCY`, or with
+`<P>_ADAPTIVE_CONCURRENCY` the limit found from measured latency (`admission.adaptive`),
+which the fixed one caps::
 
     in flight < degrade (L x <P>_DEGRADE_AT) .... everything is admitted
     >= degrade: DEGRADED ........................ cacheable reads with a cached answer are served
@@ -9,6 +11,9 @@ Requests in flight in this process, against the hard limit `L` (`<P>_MAX_CONCURR
     >= L ........................................ normal traffic is shed (reason "concurrency")
     >= L + headroom ............................. critical traffic (`X-Request-Priority:
                                                   critical`: saga confirm and compensate) too
+
+Before any of these, the queue timeout (`admission.lag`): from the degrade threshold on, a
+request that waited in the event loop past the target is shed (reason "queue").
 
 A shed request gets 503 problem+json with `Retry-After` at once: no database, no body read.
 Degraded mode is entered when in-flight requests reach the degrade threshold and left once
@@ -29,6 +34,8 @@ import math
 import time
 from collections.abc import Callable
 
+from servicekit.admission.adaptive import GradientLimit
+from servicekit.admission.lag import LoopQueue
 from servicekit.telemetry.metrics import Metrics
 
 logger = logging.getLogger("servicekit.admission")
@@ -47,24 +54,34 @@ class ConcurrencyLimiter:
         degrade_at: float = 0.8,
         hold: float = 1.0,
         metrics: Metrics | None = None,
+        adaptive: GradientLimit | None = None,
+        queue: LoopQueue | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be >= 1 (turn the limiter off instead)")
-        self.limit = limit
-        self.degrade_threshold = max(1, math.ceil(limit * degrade_at))
-        self.critical_limit = limit + max(1, math.ceil(limit * CRITICAL_HEADROOM))
+        self.ceiling = limit
+        self.degrade_at = degrade_at
         self.hold = hold
         self.clock = clock
         self.metrics = metrics
+        self.adaptive = adaptive
+        self.queue = queue
         self.in_flight = 0
         self._degraded = False
         self._pressure_at = 0.0
         self._entered_at = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._set_limit(limit if adaptive is None else min(limit, adaptive.limit))
         if metrics is not None:
-            metrics.concurrency_limit.set(limit)
             metrics.degraded_mode.set(0)
+
+    def _set_limit(self, limit: int) -> None:
+        self.limit = limit
+        self.degrade_threshold = max(1, math.ceil(limit * self.degrade_at))
+        self.critical_limit = limit + max(1, math.ceil(limit * CRITICAL_HEADROOM))
+        if self.metrics is not None:
+            self.metrics.concurrency_limit.set(limit)
 
     @property
     def degraded(self) -> bool:
@@ -73,13 +90,21 @@ class ConcurrencyLimiter:
         return self._degraded
 
     def try_acquire(self, *, shadow: bool = False, critical: bool = False) -> str | None:
-        """Take a slot, or return why not ("shadow" or "concurrency") and take nothing."""
+        """Take a slot, or return why not ("shadow", "queue" or "concurrency") and take nothing."""
         if critical:
             ceiling, reason = self.critical_limit, "concurrency"
-        elif shadow:
-            ceiling, reason = self.degrade_threshold, "shadow"
         else:
-            ceiling, reason = self.limit, "concurrency"
+            if (
+                self.queue is not None
+                and self.in_flight >= self.degrade_threshold
+                and self.queue.overdue(self.clock())
+            ):
+                self._update()
+                return "queue"
+            if shadow:
+                ceiling, reason = self.degrade_threshold, "shadow"
+            else:
+                ceiling, reason = self.limit, "concurrency"
         if self.in_flight >= ceiling:
             self._update()
             return reason
@@ -88,8 +113,13 @@ class ConcurrencyLimiter:
             self._update()  # only then is there a mode to enter, refresh or leave
         return None
 
-    def release(self) -> None:
-        """Give a slot back."""
+    def release(self, started: float | None = None) -> None:
+        """Give a slot back; `started` (the clock when it was taken) feeds the adaptive limit."""
+        adaptive = self.adaptive
+        if adaptive is not None and started is not None:
+            now = self.clock()
+            if adaptive.sample(now - started, self.in_flight, now):
+                self._set_limit(adaptive.limit)
         self.in_flight -= 1
         if self._degraded:
             self._update()

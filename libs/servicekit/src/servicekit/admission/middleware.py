@@ -1,8 +1,9 @@
 """The admission layer: one pure-ASGI layer deciding whether a request gets in.
 
 It applies, in order, the service tier (`servicekit.admission.limiter`: cached reads, then
-the concurrency limit), the data tier (`servicekit.admission.readonly`: writes refused while
-the database is saturated) and the body cap (`servicekit.admission.body`).
+the queue timeout and the concurrency limit, fixed or adaptive), the data tier
+(`servicekit.admission.readonly`: writes refused while the database is saturated) and the
+body cap (`servicekit.admission.body`).
 
 Cacheable reads (`cached_paths`: GET answers that do not depend on the caller) also use the
 cache under normal load, cache-aside: a fresh answer (`<P>_CACHE_TTL_SECONDS`) is served, a
@@ -86,6 +87,8 @@ class AdmissionMiddleware:
         series = [
             ("service", "concurrency", "live"),
             ("service", "concurrency", "shadow"),
+            ("service", "queue", "live"),
+            ("service", "queue", "shadow"),
             ("service", "shadow", "shadow"),
         ]
         if guard is not None:
@@ -123,12 +126,15 @@ class AdmissionMiddleware:
                 return
         # Set by the edge, and only for credentialed callers (servicekit.contract).
         critical = context.get(context.PRIORITY) == context.CRITICAL
+        started = None
         if limiter is not None:
             refused = limiter.try_acquire(shadow=shadow, critical=critical)
             if refused is not None:
                 self._shed(scope, "service", refused)
                 await send_unavailable(send, "over capacity; retry shortly", slug="overloaded")
                 return
+            if limiter.adaptive is not None:
+                started = limiter.clock()
         try:
             guard = self.guard
             if (
@@ -156,7 +162,7 @@ class AdmissionMiddleware:
                     await self._capped(scope, receive, send, verdict)
         finally:
             if limiter is not None:
-                limiter.release()
+                limiter.release(started)
             if scope["path"] not in self._routes:
                 self._learn_route(scope)
 

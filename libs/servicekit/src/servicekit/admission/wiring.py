@@ -7,8 +7,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from servicekit.admission.adaptive import GradientLimit
 from servicekit.admission.body import BodyCap
 from servicekit.admission.cache import MemoryBackend, ReadCache, RedisBackend
+from servicekit.admission.lag import LoopQueue
 from servicekit.admission.limiter import ConcurrencyLimiter
 from servicekit.admission.middleware import AdmissionMiddleware
 from servicekit.admission.readonly import ReadOnlyGuard
@@ -29,16 +31,25 @@ def install_load_shedding(
     data tier blind; `bind_load_shedding` gives them Redis and the database.
     """
     metrics: Metrics = app.state.metrics
-    limiter = (
-        ConcurrencyLimiter(
+    limiter = None
+    if settings.max_concurrency:
+        queue = None
+        if settings.queue_target_ms:
+            queue = LoopQueue(
+                target=settings.queue_target_ms / 1000,
+                interval=settings.queue_interval_ms / 1000,
+                gauge=metrics.event_loop_lag,
+            )
+        limiter = ConcurrencyLimiter(
             settings.max_concurrency,
             degrade_at=settings.degrade_at,
             hold=settings.degrade_hold_seconds,
             metrics=metrics,
+            adaptive=GradientLimit(settings.max_concurrency)
+            if settings.adaptive_concurrency
+            else None,
+            queue=queue,
         )
-        if settings.max_concurrency
-        else None
-    )
     paths = tuple(cached_reads)
     cache = (
         ReadCache(
@@ -71,7 +82,11 @@ def install_load_shedding(
 
 
 def bind_load_shedding(app: FastAPI, settings: ServiceSettings, state: Mapping[str, Any]) -> None:
-    """At start-up: the read cache moves to Redis when there is one; the pool is watched."""
+    """At start-up: the read cache moves to Redis when there is one; the pool is watched;
+    the event loop's lag is sampled (until `unbind_load_shedding`)."""
+    limiter: ConcurrencyLimiter | None = getattr(app.state, "concurrency_limiter", None)
+    if limiter is not None and limiter.queue is not None:
+        limiter.queue.start()
     cache: ReadCache | None = getattr(app.state, "read_cache", None)
     if cache is not None and state.get("redis") is not None:
         cache.backend = RedisBackend(state["redis"])
@@ -82,3 +97,10 @@ def bind_load_shedding(app: FastAPI, settings: ServiceSettings, state: Mapping[s
     database.observers.append(PoolMetrics(metrics, settings.service_name, database.pool_status))
     if settings.read_only_enabled:
         app.state.read_only.attach(database)
+
+
+def unbind_load_shedding(app: FastAPI) -> None:
+    """At shutdown: stop sampling the event loop's lag."""
+    limiter: ConcurrencyLimiter | None = getattr(app.state, "concurrency_limiter", None)
+    if limiter is not None and limiter.queue is not None:
+        limiter.queue.stop()

@@ -209,8 +209,15 @@ class Metrics:
         self.read_only_mode = Gauge(
             "servicekit_read_only_mode", "1 while the data tier refuses writes.", registry=r
         )
+        self.event_loop_lag = Gauge(
+            "servicekit_event_loop_lag_seconds",
+            "How late the event loop last ran a timer: the wait before any middleware runs.",
+            registry=r,
+        )
         self.concurrency_limit = Gauge(
-            "servicekit_concurrency_limit", "Hard concurrency limit of this process.", registry=r
+            "servicekit_concurrency_limit",
+            "Concurrency limit in force in this process (fixed, or adaptive under the fixed one).",
+            registry=r,
         )
         self.rate_limit_fallback = Gauge(
             "servicekit_rate_limit_fallback",
