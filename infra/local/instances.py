@@ -70,14 +70,14 @@ def read_pid(path: Path) -> int | None:
 
 
 def is_alive(pid: int, module: str) -> bool:
-    """Alive, not a zombie, and still a uvicorn serving `module` (pids are recycled)."""
+    """Alive, not a zombie, and still a server of `module` (pids are recycled)."""
     proc = Path(f"/proc/{pid}")
     try:
         state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except (FileNotFoundError, ProcessLookupError, IndexError, PermissionError):
         return False
-    return state != "Z" and "uvicorn" in cmdline and f"{module}.main" in cmdline
+    return state != "Z" and "servicekit.serve" in cmdline and f"{module}.main" in cmdline
 
 
 def is_ready(url: str) -> bool:

@@ -118,14 +118,14 @@ def read_pid(service: Service) -> int | None:
 
 
 def is_ours(pid: int, service: Service) -> bool:
-    """Alive, not a zombie, and still our uvicorn (a recycled pid is someone else's)."""
+    """Alive, not a zombie, and still our server (a recycled pid is someone else's)."""
     proc = Path(f"/proc/{pid}")
     try:
         state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except (FileNotFoundError, ProcessLookupError, IndexError, PermissionError):
         return False
-    return state != "Z" and "uvicorn" in cmdline and service.entry.app in cmdline
+    return state != "Z" and "servicekit.serve" in cmdline and service.entry.app in cmdline
 
 
 def port_in_use(port: int) -> bool:
@@ -248,19 +248,23 @@ def setup_steps(service: Service) -> list[tuple[str, list[str]]]:
 
 
 def command(service: Service) -> list[str]:
-    """The uvicorn command line that runs `service`."""
+    """The command line that runs `service`: uvicorn with the kit's connection limits.
+
+    `servicekit.serve` is the one launcher (the image runs it too): a factory app, no access
+    log of uvicorn's, no Server banner, a header deadline and connection caps, and
+    `WEB_CONCURRENCY` worker processes (1 here: see the README, "How it runs").
+    """
     return [
         sys.executable,
         "-m",
-        "uvicorn",
+        "servicekit.serve",
         service.entry.app,
-        "--factory",
+        "--env-prefix",
+        service.prefix,
         "--host",
         HOST,
         "--port",
         str(service.port),
-        "--no-access-log",
-        "--no-server-header",  # no banner telling attackers what runs here
     ]
 
 

@@ -174,7 +174,8 @@ def test_make_up_plans_the_extra_service(with_ledger: Path, tmp_path: Path) -> N
     assert ledger["port"] == 18004 and ledger["metrics"] == "127.0.0.1:18004"
     command = ledger["command"]
     assert command[command.index("--port") + 1] == "18004"
-    assert command[command.index("uvicorn") + 1] == "ledger.main:create_app"
+    assert command[command.index("servicekit.serve") + 1] == "ledger.main:create_app"
+    assert command[command.index("--env-prefix") + 1] == "LEDGER"
     assert ledger["setup"] == []  # no database: nothing migrated or seeded
     assert steps["order"]["downstreams"] == {
         "ORDER_INVENTORY_URL": "http://127.0.0.1:8002",

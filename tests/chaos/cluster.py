@@ -153,14 +153,18 @@ class Stack:
         return int(self.pid_file(service).read_text().strip())
 
     def is_alive(self, service: str) -> bool:
-        """The recorded pid is a live (not zombie) uvicorn running this service."""
+        """The recorded pid is a live (not zombie) server (servicekit.serve) of this service."""
         proc = Path(f"/proc/{self.pid(service)}")
         try:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
             cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
         except (FileNotFoundError, ProcessLookupError, IndexError):
             return False
-        return state != "Z" and "uvicorn" in cmdline and self.manifest.get(service).app in cmdline
+        return (
+            state != "Z"
+            and "servicekit.serve" in cmdline
+            and self.manifest.get(service).app in cmdline
+        )
 
     def rss_bytes(self, service: str) -> int:
         return _status_field(self.pid(service), "VmRSS") * 1024

@@ -25,6 +25,7 @@ from payment.config import PaymentSettings
 from payment.main import create_app as create_payment
 from servicekit import mint_service_token
 from servicekit.data.migrations import upgrade
+from servicekit.serve import ServerSettings, build_config
 from servicekit.testing import lifespan_client
 
 from infra.manifest import load
@@ -399,7 +400,10 @@ def test_api8_no_server_banner_in_the_stack_command(
     for service in services:
         stack.start(service, {})
     assert len(commands) == len(load()) == len(services)
-    assert all("--no-server-header" in command for command in commands)
+    # Every service runs under servicekit.serve, which never sends uvicorn's Server header.
+    assert all(command[1:3] == ["-m", "servicekit.serve"] for command in commands)
+    settings = ServerSettings(_env_prefix="API8_TEST_")
+    assert build_config("gateway.main:create_app", settings, fd_limit=1024).server_header is False
 
 
 async def test_api8_docs_and_schema_off_in_production(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""App factory and lifespan: `uvicorn gateway.main:create_app --factory --port 8000`."""
+"""App factory and lifespan: `python -m servicekit.serve gateway.main:create_app`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""App factory and lifespan: `uvicorn inventory.main:create_app --factory --port 8002`."""
+"""App factory and lifespan: `python -m servicekit.serve inventory.main:create_app`."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """App factory and lifespan of the order service.
 
-Run with `uvicorn order.main:create_app --factory --port 8001`.
+Run with `python -m servicekit.serve order.main:create_app --port 8001`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The payment service app: `uvicorn payment.main:create_app --factory --port 8003`."""
+"""The payment service app: `python -m servicekit.serve payment.main:create_app`."""
 
 from __future__ import annotations
 

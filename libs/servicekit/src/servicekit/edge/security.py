@@ -5,8 +5,8 @@ cross-origin reads. A team that needs browser clients adds starlette's `CORSMidd
 explicit origin list, never `*` together with credentials.
 
 `Strict-Transport-Security` belongs to whatever terminates TLS (ingress, load balancer); the
-services speak plain HTTP behind it. The `Server` banner is switched off at the server
-(`uvicorn --no-server-header`, see infra/local/stack.py).
+services speak plain HTTP behind it. The `Server` banner is switched off at the server:
+`servicekit.serve`, the one launcher.
 """
 
 from __future__ import annotations
