@@ -3,7 +3,7 @@
 An instance is started the way the stable one was: its command line, environment and working
 directory are read from `/proc/<stable pid>`, so there is no second copy of the launch command
 to drift from `stack.py`. Only the port, the version and what the caller adds differ. Each
-instance has a role (`canary`) and keeps `pids/<service>-<role>.pid` and
+instance has a role (`canary`, `standby`) and keeps `pids/<service>-<role>.pid` and
 `logs/<service>-<role>.log` under the run directory; `make down` stops them (`stop_all`).
 Stdlib only, like stack.py.
 """
@@ -24,8 +24,9 @@ from pathlib import Path
 
 HOST = "127.0.0.1"
 STOP_TIMEOUT = 15.0
-#: Roles of extra instances (file name suffixes), stopped by `make down`.
-ROLES = ("canary",)
+#: Roles of extra instances (file name suffixes), stopped by `make down`: a canary, and the
+#: standby the recovery agent starts (infra/local/recovery_ops.py).
+ROLES = ("canary", "standby")
 
 
 @dataclass(frozen=True)
