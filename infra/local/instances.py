@@ -18,7 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +89,19 @@ def is_ready(url: str) -> bool:
         return False
 
 
+def terminate(pid: int, alive: Callable[[], bool], timeout: float) -> None:
+    """SIGTERM the process group `pid` leads (started in its own session), SIGKILL it if it is
+    still `alive()` after `timeout` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 @dataclass
 class Instance:
     """One process of a service, started here (`start`) or found by its pid file."""
@@ -144,14 +157,7 @@ class Instance:
         """SIGTERM (uvicorn finishes the requests in flight), then SIGKILL after `timeout`."""
         pid = self.pid
         if pid is not None and is_alive(pid, self.module):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)  # its own session: pgid == pid
-            deadline = time.monotonic() + timeout
-            while is_alive(pid, self.module) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if is_alive(pid, self.module):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+            terminate(pid, lambda: is_alive(pid, self.module), timeout)
         if self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=5)

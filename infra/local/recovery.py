@@ -14,8 +14,6 @@ which holds the services), its log in `logs/recovery.log`, one report per recove
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -117,14 +115,7 @@ class Agent:
         """SIGTERM (SIGKILL after 10 s); True if it was running. Files removed either way."""
         pid = self.pid()
         if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)  # its own session: pgid == pid
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while self.pid() is not None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self.pid() is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+            instances.terminate(pid, lambda: self.pid() is not None, STOP_TIMEOUT)
         if self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=5)

@@ -14,6 +14,7 @@ import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +233,27 @@ async def restore(stack: Stack, launch: instances.Launch) -> None:
     await asyncio.sleep(1.5)  # every caller follows the route's removal
     instances.instance(stack.run_dir, "payment", "payment", 0, "standby").stop()
     print(json.dumps({"restored": stable.url}))
+
+
+async def test_a_service_in_a_canary_release_is_left_to_the_canary(stack: Stack) -> None:
+    before, known = stack.pid("payment"), await recoveries_so_far(stack)
+    async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=10.0) as client:
+        route = {"upstream": "http://127.0.0.1:9", "weight": 0, "step": "1/5"}
+        put = await client.put("/admin/canary/payment", headers=admin(stack), json=route)
+        assert put.status_code == 200, put.text
+        try:
+            notice = {
+                "service": "order",
+                "dependency": "payment",
+                "from_state": "closed",
+                "to_state": "open",
+                "at": datetime.now(UTC).isoformat(),
+            }
+            async with httpx.AsyncClient(timeout=5.0) as agent:
+                sent = await agent.post(f"{agent_url(stack)}/hooks/breaker", json=notice)
+            assert sent.json() == {"recovery": "started"}, sent.text
+            run = await finished_recovery(stack, known, timeout=20)
+        finally:
+            await client.delete("/admin/canary/payment", headers=admin(stack))
+    assert run["outcome"] == "skipped_canary", run
+    assert stack.pid("payment") == before
