@@ -127,7 +127,7 @@ class Instance:
             return False
         return pid is not None and is_alive(pid, self.module)
 
-    def start(self, launch: Launch, env: Mapping[str, str]) -> None:
+    def start(self, launch: Launch, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         """Start it like `launch`, on `self.port`, with `env` over the launch's environment."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -142,6 +142,7 @@ class Instance:
                 start_new_session=True,
             )
         self.pid_file.write_text(f"{self.process.pid}\n")
+        return self.process
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout

@@ -294,6 +294,9 @@ class Agent:
         logger.warning("breaker of %s open in %s: runbook started", name, recovery.callers)
         try:
             recovery.outcome = await self.runbook(recovery.ops)
+        except asyncio.CancelledError:
+            recovery.outcome = "cancelled"  # the agent is stopping (`make down`)
+            raise
         except Exception:
             logger.exception("the runbook failed on %s", name)
             recovery.outcome = "error"

@@ -21,7 +21,9 @@ step of the recovery's report, with the seconds since the breaker opened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -103,12 +105,14 @@ class Stack:
     #: The last launch seen of each live service, to restart one that has died since.
     launches: dict[str, instances.Launch] = field(default_factory=dict)
     #: Processes the agent started, polled so none stays a zombie.
-    children: list[Any] = field(default_factory=list)
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def port(self, name: str) -> int:
+        service = self.manifest.get(name)
+        return int(self.environ.get(f"{service.prefix}_PORT") or service.port)
 
     def url(self, name: str) -> str:
-        service = self.manifest.get(name)
-        port = self.environ.get(f"{service.prefix}_PORT") or service.port
-        return f"http://{instances.HOST}:{port}"
+        return f"http://{instances.HOST}:{self.port(name)}"
 
     @property
     def gateway(self) -> str:
@@ -125,7 +129,7 @@ class Stack:
         found = instances.instance(self.run, name, service.module, 0, role)
         pid = found.pid
         if role is None:
-            found.port = int(self.url(name).rsplit(":", 1)[1])
+            found.port = self.port(name)
         elif pid is not None and instances.is_alive(pid, service.module):
             argv = instances.Launch.of(pid).argv
             found.port = int(argv[argv.index("--port") + 1])
@@ -134,16 +138,12 @@ class Stack:
     def remember(self) -> None:
         """Note how every live service was started; reap children that have exited."""
         for service in self.manifest:
-            stable = self.instance(service.name)
-            pid = stable.pid
-            if pid is not None and stable.alive():
-                try:
-                    self.launches[service.name] = instances.Launch.of(pid)
-                except OSError:  # it exited between the check and the read
-                    continue
+            with contextlib.suppress(OSError):  # it exited between the check and the read
+                self.launch(service.name)
         self.children = [c for c in self.children if c.poll() is None]
 
     def launch(self, name: str) -> instances.Launch | None:
+        """How the stable instance of `name` runs now, or ran when last seen alive."""
         stable = self.instance(name)
         pid = stable.pid
         if pid is not None and stable.alive():
@@ -223,7 +223,8 @@ class Operations:
         self._notify(
             {
                 "event": event,
-                "service": ",".join(sorted(self.callers)),
+                "service": min(self.callers, default=self.name),
+                "callers": sorted(self.callers),
                 "dependency": self.name,
                 "from_state": "open",
                 "to_state": "closed" if recovered else "open",
@@ -309,19 +310,22 @@ class Operations:
 
     async def restart(self) -> bool:
         """Restart the instance that takes the calls (the standby if one serves, else stable)."""
-        role = "standby" if await self.standby_serving() else None
-        target = self.stack.instance(self.name, role)
-        launch = (
-            instances.Launch.of(target.pid or 0) if role and target.alive() else None
-        ) or self.stack.launch(self.name)
+        if await self.standby_serving():
+            target = self.stack.instance(self.name, "standby")
+            if target.pid is None or not target.alive():
+                self.record("restart", "failed", "the standby that takes the calls is gone")
+                return False
+            launch: instances.Launch | None = instances.Launch.of(target.pid)
+        else:
+            target = self.stack.instance(self.name)
+            launch = self.stack.launch(self.name)
         if launch is None:
             self.record("restart", "failed", "the agent never saw the instance running")
             return False
         began = time.monotonic()
         await asyncio.to_thread(target.stop, RESTART_GRACE_SECONDS)
         stopped = time.monotonic()
-        target.start(launch, {})
-        self.stack.children.append(target.process)
+        self.stack.children.append(target.start(launch, {}))
         ready = await asyncio.to_thread(target.wait_ready, READY_TIMEOUT_SECONDS)
         self.record(
             "restart",
@@ -334,7 +338,7 @@ class Operations:
 
     async def switch_to_standby(self) -> bool:
         """Start a standby without the `<P>_FAULT_*` settings; route every caller to it."""
-        if await self.standby_serving():
+        if await self.standby_serving() and self.stack.instance(self.name, "standby").alive():
             self.record("standby", "failed", "the standby already serves; nothing left to try")
             return False
         launch = self.stack.launch(self.name)
@@ -350,10 +354,8 @@ class Operations:
         base = base_environment(launch.env, prefix)
         dropped = sorted(set(launch.env) - set(base))
         began = time.monotonic()
-        standby.start(
-            instances.Launch(launch.argv, base, launch.cwd), {f"{prefix}_PORT": str(standby.port)}
-        )
-        self.stack.children.append(standby.process)
+        clean = instances.Launch(launch.argv, base, launch.cwd)
+        self.stack.children.append(standby.start(clean, {f"{prefix}_PORT": str(standby.port)}))
         if not await asyncio.to_thread(standby.wait_ready, READY_TIMEOUT_SECONDS):
             await asyncio.to_thread(standby.stop)
             self.record("standby", "failed", f"not ready; see {standby.log_file}")

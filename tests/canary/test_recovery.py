@@ -178,8 +178,7 @@ async def test_a_faulty_configuration_is_replaced_by_a_standby(
     launch = instances.Launch.of(stack.pid("payment"))
     # payment as a bad deploy starts it: failing every call, again after any restart.
     stable.stop()
-    stable.start(launch, {"PAYMENT_FAULT_ERROR_RATE": "1"})
-    stack.children.append(stable.process)
+    stack.children.append(stable.start(launch, {"PAYMENT_FAULT_ERROR_RATE": "1"}))
     assert stable.wait_ready()
     since, known = len(webhook.notices()), await recoveries_so_far(stack)
     try:
@@ -224,8 +223,7 @@ async def restore(stack: Stack, launch: instances.Launch) -> None:
     """payment as the stack started it, on its port; no route, no standby."""
     stable = instances.instance(stack.run_dir, "payment", "payment", stack.ports["payment"])
     stable.stop()
-    stable.start(launch, {})
-    stack.children.append(stable.process)
+    stack.children.append(stable.start(launch, {}))
     assert stable.wait_ready()
     async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=10.0) as client:
         deleted = await client.delete("/admin/canary/payment", headers=admin(stack))
