@@ -122,9 +122,12 @@ class Instance:
         return read_pid(self.pid_file)
 
     def alive(self) -> bool:
+        if self.process is not None:
+            # Started here: its exit status is the truth. /proc is not, just after the start:
+            # the parent resumes before the kernel has set the new program's arguments, so
+            # its cmdline reads empty for a moment.
+            return self.process.poll() is None
         pid = self.pid
-        if self.process is not None and self.process.poll() is not None:
-            return False
         return pid is not None and is_alive(pid, self.module)
 
     def start(self, launch: Launch, env: Mapping[str, str]) -> subprocess.Popen[bytes]:

@@ -326,7 +326,7 @@ class Operations:
         await asyncio.to_thread(target.stop, RESTART_GRACE_SECONDS)
         stopped = time.monotonic()
         self.stack.children.append(target.start(launch, {}))
-        ready = await asyncio.to_thread(wait_ready, target)
+        ready = await asyncio.to_thread(target.wait_ready, READY_TIMEOUT_SECONDS)
         self.record(
             "restart",
             "ok" if ready else "failed",
@@ -356,8 +356,8 @@ class Operations:
         began = time.monotonic()
         clean = instances.Launch(launch.argv, base, launch.cwd)
         self.stack.children.append(standby.start(clean, {f"{prefix}_PORT": str(standby.port)}))
-        if not await asyncio.to_thread(wait_ready, standby):
-            await asyncio.to_thread(discard, standby)
+        if not await asyncio.to_thread(standby.wait_ready, READY_TIMEOUT_SECONDS):
+            await asyncio.to_thread(standby.stop, RESTART_GRACE_SECONDS)
             self.record("standby", "failed", f"not ready; see {standby.log_file}")
             return False
         self.record(
@@ -381,36 +381,6 @@ class Operations:
         await asyncio.sleep(ROUTE_PROPAGATION_SECONDS)
         await self._mark()
         return True
-
-
-def wait_ready(instance: instances.Instance, timeout: float = READY_TIMEOUT_SECONDS) -> bool:
-    """Until the instance just started answers ready (True), its process is gone, or time is up.
-
-    "Gone" needs both the exit status and /proc to say so: a process that is still starting
-    (a Python service takes seconds to import on a busy machine) is never given up early.
-    """
-    process = instance.process
-    assert process is not None, "started by this agent"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if instances.is_ready(instance.url):
-            return True
-        if process.poll() is not None and not instances.is_alive(process.pid, instance.module):
-            logger.warning("%s exited with %s before it was ready", instance.url, process.poll())
-            return False
-        time.sleep(0.2)
-    logger.warning("%s not ready after %.0fs", instance.url, timeout)
-    return False
-
-
-def discard(instance: instances.Instance) -> None:
-    """Stop an instance started here that did not become ready, by its process, so none leaks."""
-    process = instance.process
-    assert process is not None, "started by this agent"
-    instances.terminate(
-        process.pid, lambda: instances.is_alive(process.pid, instance.module), RESTART_GRACE_SECONDS
-    )
-    instance.stop(RESTART_GRACE_SECONDS)
 
 
 def base_environment(env: Mapping[str, str], prefix: str) -> dict[str, str]:
