@@ -3,7 +3,7 @@
 An instance is started the way the stable one was: its command line, environment and working
 directory are read from `/proc/<stable pid>`, so there is no second copy of the launch command
 to drift from `stack.py`. Only the port, the version and what the caller adds differ. Each
-instance has a role (`canary`) and keeps `pids/<service>-<role>.pid` and
+instance has a role (`canary`, `standby`) and keeps `pids/<service>-<role>.pid` and
 `logs/<service>-<role>.log` under the run directory; `make down` stops them (`stop_all`).
 Stdlib only, like stack.py.
 """
@@ -18,14 +18,15 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 HOST = "127.0.0.1"
 STOP_TIMEOUT = 15.0
-#: Roles of extra instances (file name suffixes), stopped by `make down`.
-ROLES = ("canary",)
+#: Roles of extra instances (file name suffixes), stopped by `make down`: a canary, and the
+#: standby the recovery agent starts (infra/local/recovery_ops.py).
+ROLES = ("canary", "standby")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,19 @@ def is_ready(url: str) -> bool:
         return False
 
 
+def terminate(pid: int, alive: Callable[[], bool], timeout: float) -> None:
+    """SIGTERM the process group `pid` leads (started in its own session), SIGKILL it if it is
+    still `alive()` after `timeout` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 @dataclass
 class Instance:
     """One process of a service, started here (`start`) or found by its pid file."""
@@ -108,12 +122,15 @@ class Instance:
         return read_pid(self.pid_file)
 
     def alive(self) -> bool:
+        if self.process is not None:
+            # Started here: its exit status is the truth. /proc is not, just after the start:
+            # the parent resumes before the kernel has set the new program's arguments, so
+            # its cmdline reads empty for a moment.
+            return self.process.poll() is None
         pid = self.pid
-        if self.process is not None and self.process.poll() is not None:
-            return False
         return pid is not None and is_alive(pid, self.module)
 
-    def start(self, launch: Launch, env: Mapping[str, str]) -> None:
+    def start(self, launch: Launch, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         """Start it like `launch`, on `self.port`, with `env` over the launch's environment."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +145,7 @@ class Instance:
                 start_new_session=True,
             )
         self.pid_file.write_text(f"{self.process.pid}\n")
+        return self.process
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -143,14 +161,7 @@ class Instance:
         """SIGTERM (uvicorn finishes the requests in flight), then SIGKILL after `timeout`."""
         pid = self.pid
         if pid is not None and is_alive(pid, self.module):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)  # its own session: pgid == pid
-            deadline = time.monotonic() + timeout
-            while is_alive(pid, self.module) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if is_alive(pid, self.module):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+            terminate(pid, lambda: is_alive(pid, self.module), timeout)
         if self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=5)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import instances
+import recovery
 from prometheus_local import LocalPrometheus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -371,6 +372,11 @@ def print_banner(services: tuple[Service, ...], metrics: str) -> None:
 
 
 def cmd_up(services: tuple[Service, ...], _: argparse.Namespace) -> int:
+    try:
+        agent = recovery.Agent(RUN) if recovery.enabled(os.environ) else None
+    except ValueError as exc:
+        say(str(exc))
+        return 2
     for directory in (RUN, PIDS, LOGS):
         directory.mkdir(parents=True, exist_ok=True)
     running = [s.name for s in services if (pid := read_pid(s)) is not None and is_ours(pid, s)]
@@ -392,12 +398,23 @@ def cmd_up(services: tuple[Service, ...], _: argparse.Namespace) -> int:
     started: dict[Service, subprocess.Popen[bytes]] = {}
     log_starts = {s: s.log_file.stat().st_size if s.log_file.exists() else 0 for s in services}
     try:
+        if agent is not None:
+            # The breaker webhook's default receiver (infra/local/recovery.py).
+            env = agent.start(env, [s.prefix for s in services])
         for service in services:
             started[service] = start(service, env)
         failed = wait_ready(started)
+        if failed is None and agent is not None and not agent.wait_ready(READY_TIMEOUT):
+            say("  recovery   not ready; its log:\n" + "".join(tail(agent.log_file, 20)).rstrip())
+            say("\nStopping what was started (RECOVERY=0 starts the stack without the agent).")
+            agent.stop()
+            stop(list(started))
+            return 1
         # Optional, never fatal; started last, once there is something to scrape.
         metrics = prometheus(services).start() if failed is None else ""
     except BaseException:
+        if agent is not None:
+            agent.stop()
         stop(list(started))
         raise
     if failed is not None:
@@ -406,8 +423,12 @@ def cmd_up(services: tuple[Service, ...], _: argparse.Namespace) -> int:
         say(f"\nLast 20 lines of {shown(failed.log_file)} from this run:")
         say("".join(lines).rstrip() or "(no output yet: still starting?)")
         say("\nStopping what was started.")
+        if agent is not None:
+            agent.stop()
         stop(list(started))
         return 1
+    if agent is not None:
+        say(f"  {'recovery':<10} {agent.url}  (breaker webhook receiver; RECOVERY=0: off)")
     print_banner(services, metrics)
     return 0
 
@@ -435,6 +456,9 @@ def cmd_down(services: tuple[Service, ...], _: argparse.Namespace) -> int:
     say("Stopping services")
     if prometheus(services).stop():
         say(f"  {'prometheus':<10} stopped")
+    # The agent before the services: it would restart what is being stopped.
+    if recovery.Agent(RUN).stop():
+        say(f"  {'recovery':<10} stopped")
     # Canaries first (infra/local/instances.py): they are callees of the stable services.
     for extra in instances.stop_all(RUN, {s.name: s.name for s in services}):
         say(f"  {extra:<10} stopped")
@@ -469,6 +493,14 @@ def cmd_status(services: tuple[Service, ...], _: argparse.Namespace) -> int:
     say(
         f"{'prometheus':<10} {pid or '-':>8} {'yes' if pid else 'no':<6} "
         f"{local.port:>5} {'yes' if local.is_ready() else 'no':<5}"
+    )
+    agent = recovery.Agent(RUN)
+    pid, url = agent.pid(), agent.url or ""
+    ready = pid is not None and instances.is_ready(url)
+    port = url.rpartition(":")[2] or "-"
+    say(
+        f"{'recovery':<10} {pid or '-':>8} {'yes' if pid else 'no':<6} "
+        f"{port:>5} {'yes' if ready else 'no':<5}"
     )
     return 0 if all_ready else 3
 

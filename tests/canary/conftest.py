@@ -48,6 +48,8 @@ def stack_env(database_url: str, webhook: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(foreign)}
     for name in ("STACK_RUN_DIR", "SERVICE", "VERSION", "CANARY_ENV", "STEPS", "STEP_SECONDS"):
         env.pop(name, None)
+    env.pop("RECOVERY_PORT", None)
+    env.pop("RECOVERY_RUNBOOK", None)
     env.update(
         {
             "GATEWAY_API_KEYS": ",".join(f"{k}:{c}" for k, c in API_KEYS.items()),
@@ -58,6 +60,11 @@ def stack_env(database_url: str, webhook: str) -> dict[str, str]:
             "OTEL_TRACES_SAMPLER": "always_off",
             "STACK_PROMETHEUS": "0",
             "STACK_READY_TIMEOUT": "90",
+            # The recovery scenarios (test_recovery.py): a breaker probes 2 s after it opened,
+            # and the agent gives it 20 s to close after each action.
+            "ORDER_BREAKER_RESET_SECONDS": "2",
+            "RECOVERY": "1",
+            "RECOVERY_VERIFY_SECONDS": "20",
         }
     )
     for prefix in ("ORDER", "INVENTORY", "PAYMENT"):

@@ -287,6 +287,9 @@ def stack_env(
             # Nothing exports traces in a chaos run; the JSONL span files would only cost CPU.
             "OTEL_TRACES_SAMPLER": "always_off",
             "STACK_READY_TIMEOUT": "90",
+            # The faults here are for the breakers alone: no recovery agent restarts what a
+            # scenario broke (the canary tier tests the agent).
+            "RECOVERY": "0",
         }
     )
     for service in manifest:
