@@ -190,7 +190,13 @@ def _recommendations(result: Mapping[str, Any], run: Mapping[str, Any]) -> list[
         "",
         f"Database connections: {c['recommended_total']} across every pool, process and replica, "
         f"within {c['usable']} usable of max_connections {c['max_connections']} ({c['source']})"
-        + ("; pools scaled down to fit." if c["scaled_down"] else "."),
+        + ("; pools scaled down to fit." if c["scaled_down"] else ".")
+        + (
+            ""
+            if c.get("fits", True)
+            else " **They do not fit** even at one connection per process: fewer replicas, a "
+            "larger server or a connection pooler (PgBouncer)."
+        ),
         f"Stack replicas for {sized_for}: {result['stack_replicas']}.",
         "",
         "`.env` (`APPLY=1` writes it):",

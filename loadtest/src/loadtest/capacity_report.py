@@ -174,20 +174,34 @@ def _bound_pools(services: dict[str, Any], run: Mapping[str, Any], replicas: int
     def copies(entry: Mapping[str, Any]) -> int:
         return int(entry.get("replicas") or replicas)
 
-    wanted = sum((e["db_pool_size"] + e["db_max_overflow"]) * copies(e) for e in pooled.values())
+    def total() -> int:
+        return sum((e["db_pool_size"] + e["db_max_overflow"]) * copies(e) for e in pooled.values())
+
+    wanted = total()
     scale = min(1.0, usable / wanted) if wanted else 1.0
     if scale < 1.0:
         for entry in pooled.values():
             entry["db_pool_size"] = max(1, math.floor(entry["db_pool_size"] * scale))
-            entry["db_max_overflow"] = max(0, math.floor(entry["db_max_overflow"] * scale))
-    total = sum((e["db_pool_size"] + e["db_max_overflow"]) * copies(e) for e in pooled.values())
+            entry["db_max_overflow"] = math.floor(entry["db_max_overflow"] * scale)
+    # Every process keeps one connection at least: take what is left over from overflow first.
+    while total() > usable:
+        spare = [e for e in pooled.values() if e["db_max_overflow"] > 0] or [
+            e for e in pooled.values() if e["db_pool_size"] > 1
+        ]
+        if not spare:
+            break
+        largest = max(spare, key=lambda e: (e["db_max_overflow"], e["db_pool_size"]))
+        key = "db_max_overflow" if largest["db_max_overflow"] > 0 else "db_pool_size"
+        largest[key] -= 1
     return {
         "max_connections": limit,
         "source": run.get("max_connections", {}).get("source", "default"),
         "usable": usable,
         "wanted": wanted,
-        "recommended_total": total,
+        "recommended_total": total(),
         "scaled_down": scale < 1.0,
+        # One connection per process is the floor: past it, fewer replicas or a pooler.
+        "fits": total() <= usable,
     }
 
 

@@ -105,12 +105,18 @@ def knee_date(growth: Growth, knee: float) -> tuple[str, datetime.datetime | Non
     return "ahead", datetime.datetime.fromtimestamp(when, datetime.UTC)
 
 
+#: Unit costs are read where the denominator is in its top quarter: at low traffic the fixed
+#: cost (an idle process's memory, its open connections) would be charged to a few requests.
+BUSY_SHARE = 0.25
+
+
 def ratio_median(numerator: Series, denominator: Series, scale: float = 1000.0) -> float | None:
-    """The median of `numerator / denominator * scale` over the timestamps both have."""
-    by_time = dict(clean(denominator))
-    ratios = sorted(
-        value / by_time[t] * scale for t, value in clean(numerator) if by_time.get(t, 0) > 0
-    )
+    """The median of `numerator / denominator * scale` over the timestamps both have, among
+    the busiest `BUSY_SHARE` of them (by the denominator)."""
+    by_time = {t: v for t, v in clean(denominator) if v > 0}
+    shared = sorted((by_time[t], value) for t, value in clean(numerator) if t in by_time)
+    busiest = shared[math.floor(len(shared) * (1 - BUSY_SHARE)) :]
+    ratios = sorted(value / base * scale for base, value in busiest)
     if not ratios:
         return None
     middle = len(ratios) // 2
@@ -127,7 +133,8 @@ COSTS = {
 
 
 def unit_costs(series: Mapping[str, Series]) -> dict[str, dict[str, object]]:
-    """Every unit cost the series allow; `value` None (with the missing series) otherwise."""
+    """Every unit cost the series allow (at the busiest times: `ratio_median`); `value` None,
+    with the missing series named, otherwise."""
     costs: dict[str, dict[str, object]] = {}
     for name, (top, bottom, scale, unit) in COSTS.items():
         missing = [s for s in (top, bottom) if not clean(series.get(s, []))]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from loadtest import capacity, capacity_report, scrape
+from loadtest import capacity, capacity_markdown, capacity_report, scrape
 
 RECORDED = Path(__file__).parent / "fixtures" / "capacity_steps.json"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -70,26 +70,32 @@ def test_env_names_are_the_settings_the_services_read() -> None:
 
 def test_pools_are_scaled_down_to_fit_max_connections() -> None:
     steps, run = recorded()
-    roomy = capacity_report.recommend(steps, {**run, "target_rps": 50 * run_rate(steps, run)})
+    target = 10 * float(capacity_report.recommend(steps, run)["safe_rps"])
+    roomy = capacity_report.recommend(steps, {**run, "target_rps": target})
     tight = capacity_report.recommend(
-        steps,
-        {**run, "target_rps": 50 * run_rate(steps, run), "max_connections": {"value": 20}},
+        steps, {**run, "target_rps": target, "max_connections": {"value": 20}}
     )
-    assert roomy["connections"]["recommended_total"] > tight["connections"]["recommended_total"]
-    assert tight["connections"]["scaled_down"]
+    assert not roomy["connections"]["scaled_down"]
+    assert tight["connections"]["scaled_down"] and tight["connections"]["fits"]
     assert tight["connections"]["recommended_total"] <= tight["connections"]["usable"] == 17
+    assert roomy["connections"]["recommended_total"] > tight["connections"]["recommended_total"]
+    # Fewer connections than processes: one each is the floor, and the report says so.
+    crowded = {**run, "target_rps": 5 * target, "max_connections": {"value": 20}}
+    assert not capacity_report.recommend(steps, crowded)["connections"]["fits"]
+    report = capacity_markdown.markdown(
+        steps, capacity_report.recommend(steps, crowded), crowded, []
+    )
+    assert "**They do not fit**" in report
 
 
-def run_rate(steps: list[dict[str, Any]], run: dict[str, Any]) -> float:
-    return float(capacity_report.recommend(steps, run)["safe_rps"])
-
-
-def test_knee_not_reached_is_said_and_kept_as_a_lower_bound(tmp_path: Path) -> None:
+def test_knee_not_reached_is_said_and_kept_as_a_lower_bound() -> None:
     steps, run = recorded()
-    result = capacity_report.recommend([s for s in steps if s["p99_ms"] <= 500], run)
+    sustained = [s for s in steps if s["p99_ms"] <= 500]
+    result = capacity_report.recommend(sustained, run)
     assert not result["knee"]["reached"]
-    capacity_report.write(tmp_path, [s for s in steps if s["p99_ms"] <= 500], run)
-    assert "**not reached**" in (tmp_path / "report.md").read_text()
+    assert result["sustainable_rps"] == max(s["goodput"] for s in sustained)
+    report = capacity_markdown.markdown(sustained, result, run, [])
+    assert "**not reached**" in report and "knee not reached" in report
 
 
 def test_apply_replaces_our_settings_and_keeps_the_rest(tmp_path: Path) -> None:

@@ -157,3 +157,11 @@ def test_a_series_file_without_traffic_writes_nothing(tmp_path: Path, capsys) ->
     assert plan.main([f"SERIES={series}", f"LOADTEST_REPORTS_DIR={reports}"]) == plan.EXIT_SOURCE
     assert "no request rate" in capsys.readouterr().out
     assert not reports.exists()
+
+
+def test_unit_costs_are_read_at_the_busiest_times() -> None:
+    # An idle night (1 rps) next to a busy day (1000 rps); memory is 1 GB fixed + 1 MB per rps.
+    rps = [(START + i * 60, 1.0 if i < 60 else 1000.0) for i in range(80)]
+    memory = [(t, 1e9 + v * 1e6) for t, v in rps]
+    cost = growth.unit_costs({"rps": rps, "memory_bytes": memory})["memory per 1k rps"]["value"]
+    assert cost == pytest.approx(2e9)  # per 1k rps at 1000 rps, not 1 GB charged to 1 request
