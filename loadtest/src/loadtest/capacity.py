@@ -83,32 +83,43 @@ def host_cpu() -> tuple[float, float] | None:
 # --- one step ---------------------------------------------------------------------------------
 
 
+#: A service's `/metrics` may be slow to answer under overload: tries before giving up.
+SCRAPE_TRIES = 3
+
+
 class StackDown(RuntimeError):
     """The stack stopped answering during the run."""
 
 
-async def _scrape(urls: Mapping[str, str]) -> dict[str, scrape.Samples]:
-    async def one(name: str, url: str) -> tuple[str, scrape.Samples]:
-        try:
-            body, _ = await asyncio.to_thread(scrape.fetch, f"{url}/metrics")
-        except OSError as exc:
-            raise StackDown(f"{name} {url}/metrics is not reachable ({exc})") from None
-        return name, scrape.parse(body)
+async def _scrape(urls: Mapping[str, str], *, required: bool = True) -> dict[str, scrape.Samples]:
+    """Every `/metrics` now. `required`: a service that does not answer, after `SCRAPE_TRIES`
+    tries, means the stack went away (StackDown); otherwise it is left out of this sample."""
 
-    return dict(await asyncio.gather(*(one(n, u) for n, u in urls.items())))
+    async def one(name: str, url: str) -> tuple[str, scrape.Samples | None]:
+        for attempt in range(SCRAPE_TRIES if required else 1):
+            try:
+                body, _ = await asyncio.to_thread(scrape.fetch, f"{url}/metrics")
+                return name, scrape.parse(body)
+            except OSError as exc:
+                if required and attempt == SCRAPE_TRIES - 1:
+                    raise StackDown(f"{name} {url}/metrics is not reachable ({exc})") from None
+        return name, None
+
+    found = await asyncio.gather(*(one(n, u) for n, u in urls.items()))
+    return {name: samples for name, samples in found if samples is not None}
 
 
 async def _sample(urls: Mapping[str, str], windows: Mapping[str, scrape.Window]) -> None:
     """Gauges and a timed `/healthz` of every service, once a second, until cancelled."""
     while True:
         await asyncio.sleep(SAMPLE_EVERY)
-        for name, samples in (await _scrape(urls)).items():
+        for name, samples in (await _scrape(urls, required=False)).items():
             windows[name].gauges.append(samples)
         for name, url in urls.items():
             try:
                 _, seconds = await asyncio.to_thread(scrape.fetch, f"{url}/healthz")
             except OSError:
-                continue  # a probe lost under load: the scrape above would have failed if down
+                continue  # lost under load: the scrape at the step's end says if it is down
             windows[name].lags.append(seconds)
 
 
