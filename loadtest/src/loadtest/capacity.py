@@ -312,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "step_seconds": chosen.step_seconds,
         "time_cap_s": chosen.time_cap,
         "dye": chosen.dye,
-        "uptime": "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "uptime": "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg()),
         "cpu_count": os.cpu_count(),
         "database": capacity_report.database_kind(env),
         "max_connections": capacity_report.max_connections(env),

@@ -68,8 +68,9 @@ def markdown(
         f"{len(steps)} steps of {run['step_seconds']:g} s in {run['duration_s']:.0f} s "
         f"(time cap {run['time_cap_s']:g} s). SLO: p99 {run['slo']['p99_ms']:g} ms, "
         f"errors + shed + dropped ≤ {run['slo']['failure_budget']:.1%} of offered. "
-        f"Load average when it ended: {run.get('uptime') or '-'} (a shared machine: the "
-        "generator and every service run on the same cores).",
+        f"Machine: {run.get('cpu_count') or '?'} cores, {run.get('uptime') or 'load average -'} "
+        "when it ended: the generator and every service share these cores (with other jobs, on "
+        "a shared machine).",
         "",
         "```",
         headline(result),
@@ -120,7 +121,23 @@ def markdown(
         out += ["## Recommendations", "", result["unavailable"], ""]
     else:
         out += _recommendations(result, run)
-    out += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    out += [
+        "## How it was measured",
+        "",
+        "Client side (the open-loop generator, from each request's scheduled send): offered, "
+        "answered, goodput (ok and business answers within the SLO), outcomes, p50/p99. Server "
+        "side, from each service's `/metrics` at a step's start and end and once a second: "
+        "requests and mean time (probes left out), `http_server_active_requests`, "
+        "`process_cpu_seconds_total`, `db_client_connection_*` (in use, checkout wait), shed and "
+        "breaker counters; event-loop lag is the time of a `GET /healthz` from this client; "
+        "statements are the spans in `.run/traces` (a local `make up` only). With "
+        "`WEB_CONCURRENCY` > 1 each scrape reads one worker of a service.",
+        "",
+        "## Plots",
+        "",
+        *(f"![{p}]({p})" for p in plots),
+        "",
+    ]
     return "\n".join(out)
 
 
