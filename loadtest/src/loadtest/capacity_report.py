@@ -16,7 +16,7 @@ sustained one (`loadtest.knee`), with `headroom` kept free below it:
 - the gateway's limits: global the safe rate of every replica; per client `CLIENT_SHARE` of
   it; checkout per customer `CLIENT_SHARE` of the safe checkout rate;
 - replicas for `TARGET_RPS`: of the whole stack as measured, and per service from its CPU
-  per request at the knee (one core per replica).
+  per request at the knee (one core per replica); the pools are bounded for the larger count.
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ def _bound_pools(services: dict[str, Any], run: Mapping[str, Any], replicas: int
     pooled = {n: e for n, e in services.items() if "db_pool_size" in e}
 
     def copies(entry: Mapping[str, Any]) -> int:
-        return int(entry.get("replicas") or replicas)
+        # The larger of the two replica counts: connections must fit whichever is deployed.
+        return max(replicas, int(entry.get("replicas") or 1))
 
     def total() -> int:
         return sum((e["db_pool_size"] + e["db_max_overflow"]) * copies(e) for e in pooled.values())
@@ -180,9 +181,22 @@ def _bound_pools(services: dict[str, Any], run: Mapping[str, Any], replicas: int
     wanted = total()
     scale = min(1.0, usable / wanted) if wanted else 1.0
     if scale < 1.0:
+        asked = {n: (e["db_pool_size"], e["db_max_overflow"]) for n, e in pooled.items()}
         for entry in pooled.values():
             entry["db_pool_size"] = max(1, math.floor(entry["db_pool_size"] * scale))
             entry["db_max_overflow"] = math.floor(entry["db_max_overflow"] * scale)
+        # Rounding down left room: give it back one connection at a time, pools first, to
+        # whichever is furthest below what it asked for.
+        for key, index in (("db_pool_size", 0), ("db_max_overflow", 1)):
+            while True:
+                short = [
+                    (asked[n][index] - e[key], n)
+                    for n, e in pooled.items()
+                    if e[key] < asked[n][index] and total() + copies(e) <= usable
+                ]
+                if not short:
+                    break
+                pooled[max(short)[1]][key] += 1
     # Every process keeps one connection at least: take what is left over from overflow first.
     while total() > usable:
         spare = [e for e in pooled.values() if e["db_max_overflow"] > 0] or [

@@ -70,22 +70,21 @@ def test_env_names_are_the_settings_the_services_read() -> None:
 
 def test_pools_are_scaled_down_to_fit_max_connections() -> None:
     steps, run = recorded()
-    target = 10 * float(capacity_report.recommend(steps, run)["safe_rps"])
-    roomy = capacity_report.recommend(steps, {**run, "target_rps": target})
-    tight = capacity_report.recommend(
-        steps, {**run, "target_rps": target, "max_connections": {"value": 20}}
-    )
-    assert not roomy["connections"]["scaled_down"]
-    assert tight["connections"]["scaled_down"] and tight["connections"]["fits"]
-    assert tight["connections"]["recommended_total"] <= tight["connections"]["usable"] == 17
-    assert roomy["connections"]["recommended_total"] > tight["connections"]["recommended_total"]
+    one = capacity_report.recommend(steps, run)
+    assert not one["connections"]["scaled_down"]
+    assert one["connections"]["recommended_total"] == one["connections"]["wanted"]
+    # Ten times the safe rate: ten stack replicas, their pools shrunk to fill the usable 90.
+    many = capacity_report.recommend(steps, {**run, "target_rps": 10 * one["safe_rps"]})
+    assert many["stack_replicas"] == 10
+    connections = many["connections"]
+    assert connections["scaled_down"] and connections["fits"]
+    assert connections["wanted"] > connections["usable"] == 90
+    assert connections["usable"] - 10 < connections["recommended_total"] <= 90
     # Fewer connections than processes: one each is the floor, and the report says so.
-    crowded = {**run, "target_rps": 5 * target, "max_connections": {"value": 20}}
-    assert not capacity_report.recommend(steps, crowded)["connections"]["fits"]
-    report = capacity_markdown.markdown(
-        steps, capacity_report.recommend(steps, crowded), crowded, []
-    )
-    assert "**They do not fit**" in report
+    crowded = {**run, "target_rps": 50 * one["safe_rps"], "max_connections": {"value": 20}}
+    result = capacity_report.recommend(steps, crowded)
+    assert not result["connections"]["fits"]
+    assert "**They do not fit**" in capacity_markdown.markdown(steps, result, crowded, [])
 
 
 def test_knee_not_reached_is_said_and_kept_as_a_lower_bound() -> None:
