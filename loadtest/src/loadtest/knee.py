@@ -30,6 +30,8 @@ MIN_GAIN = 0.5
 RESOLUTION = 1.15
 #: Steps spent bisecting at most.
 MAX_BISECTIONS = 3
+#: Steps down from a first step that already saturated, at most (START_RPS / 16).
+MAX_DESCENTS = 4
 
 
 @dataclass(frozen=True)
@@ -111,19 +113,19 @@ def next_rate(points: Sequence[Point], slo: Slo, *, start: float, factor: float)
     assert knee.saturated_at is not None
     low = knee.sustainable
     high = knee.saturated_at
-    # The climb is the rising run of steps from the start; every step after it bisected.
-    climbing = 0
-    previous = 0.0
-    for p in points:
-        if p.offered <= previous:
-            break
-        climbing += 1
-        previous = p.offered
-    bisections = len(points) - climbing
-    if bisections >= MAX_BISECTIONS:
-        return None
+    # The climb is the rising run of steps from the start; a descent is a step below every
+    # earlier one (the first step already saturated); every other step bisected.
+    climbing = descents = 0
+    lowest = highest = points[0].offered
+    for number, p in enumerate(points):
+        if number == climbing and (number == 0 or p.offered > highest):
+            climbing += 1
+        elif p.offered < lowest:
+            descents += 1
+        lowest, highest = min(lowest, p.offered), max(highest, p.offered)
     if low is None:
-        return high / factor if high / factor >= 1 else None
-    if high / low <= RESOLUTION:
+        below = high / factor
+        return below if below >= 1 and descents < MAX_DESCENTS else None
+    if len(points) - climbing - descents >= MAX_BISECTIONS or high / low <= RESOLUTION:
         return None
     return math.sqrt(low * high)

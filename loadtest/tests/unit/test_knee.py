@@ -110,7 +110,15 @@ def test_search_climbs_geometrically_then_bisects_near_the_knee(capacity: float)
 
 
 def test_search_goes_below_the_start_when_the_first_step_saturates() -> None:
-    points = search(lambda r: Point(r, min(r, 8.0), 50.0 if r <= 8 else 3000.0, max(0, r - 8)))
-    assert points[0].offered == 25.0 and points[1].offered == 12.5
+    points = search(lambda r: Point(r, min(r, 4.0), 50.0 if r <= 4 else 3000.0, max(0, r - 4)))
+    assert [p.offered for p in points[:4]] == [25.0, 12.5, 6.25, 3.125]
     knee = find_knee(points, SLO)
-    assert knee.sustainable is not None and knee.sustainable <= 8.0
+    assert knee.sustainable is not None and knee.sustainable <= 4.0 < knee.saturated_at
+    # The way down does not use up the bisections: the bracket is narrowed as from above.
+    assert knee.saturated_at / knee.sustainable < 1.5
+
+
+def test_search_gives_up_below_a_sixteenth_of_the_start() -> None:
+    points = search(lambda r: Point(r, 0.0, None, r))
+    assert [p.offered for p in points] == [25.0, 12.5, 6.25, 3.125, 1.5625]
+    assert find_knee(points, SLO).sustainable is None
