@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help install up down up-docker down-docker render status logs trace canary rollback loadtest loadtest-ui shadow-audit shadow-reset test test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-chaos test-canary test-observability test-containers test-scaffold new-service lint fmt bench clean
+.PHONY: help install up down up-docker down-docker render status logs trace canary rollback loadtest loadtest-ui capacity capacity-plan shadow-audit shadow-reset test test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-chaos test-canary test-observability test-containers test-scaffold new-service lint fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +53,12 @@ loadtest: install ## Locust headless on the stack: SCENARIO=smoke|journey|ramp|s
 
 loadtest-ui: install ## Locust's web UI on the local stack (http://127.0.0.1:8089; same knobs)
 	@$(PY) -m loadtest.run --ui
+
+capacity: install ## Step open-loop load to the knee, name what saturated first, recommend limits (TARGET_RPS, APPLY=1, HOST...)
+	@$(PY) -m loadtest.capacity $(MAKEOVERRIDES)
+
+capacity-plan: install ## Weekly growth from Prometheus (or SERIES=file): the three-band rule, per-unit costs, the date of the knee
+	@$(PY) -m loadtest.plan $(MAKEOVERRIDES)
 
 new-service: install ## Generate services/NAME from templates/service and register it (PORT=, DOWNSTREAMS=a,b, PUBLIC=1)
 	@$(PY) scripts/new_service.py $(MAKEOVERRIDES)

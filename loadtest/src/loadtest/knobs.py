@@ -42,10 +42,12 @@ VALID: dict[str, str] = {
 class KnobError(ValueError):
     """A knob has a value it does not accept; the message lists what it does."""
 
-    def __init__(self, knob: str, value: str, reason: str = "") -> None:
+    def __init__(
+        self, knob: str, value: str, reason: str = "", *, valid: Mapping[str, str] = VALID
+    ) -> None:
         self.knob = knob
         detail = f" ({reason})" if reason else ""
-        super().__init__(f"{knob}={value!r} is not valid{detail}; expected {VALID[knob]}")
+        super().__init__(f"{knob}={value!r} is not valid{detail}; expected {valid[knob]}")
 
 
 def parse_duration(raw: str) -> float:
@@ -85,20 +87,24 @@ class Knobs:
         return self.scenario.stages(self.users, self.spawn_rate, self.duration)
 
 
-def _number(env: Mapping[str, str], knob: str, kind: type, low: float) -> float | None:
+def number(
+    env: Mapping[str, str], knob: str, kind: type, low: float, valid: Mapping[str, str] = VALID
+) -> float | None:
+    """The knob as a number >= `low` (None when unset); KnobError listing `valid` otherwise."""
     raw = env.get(knob, "").strip()
     if not raw:
         return None
     try:
         value = kind(raw)
     except ValueError:
-        raise KnobError(knob, raw) from None
-    if not value >= low or value != value:  # also refuses nan
-        raise KnobError(knob, raw)
+        raise KnobError(knob, raw, valid=valid) from None
+    if not low <= value < float("inf"):  # also refuses nan
+        raise KnobError(knob, raw, valid=valid)
     return float(value)
 
 
-def _host(env: Mapping[str, str]) -> str:
+def host(env: Mapping[str, str]) -> str:
+    """The gateway to load, from HOST or GATEWAY_PORT; KnobError when malformed."""
     raw = env.get("HOST", "").strip()
     if not raw:
         port = env.get("GATEWAY_PORT", "").strip() or "8000"
@@ -126,9 +132,9 @@ def parse(env: Mapping[str, str] | None = None) -> Knobs:
     if mix not in MIXES:
         raise KnobError("MIX", mix, "unknown mix")
 
-    users_value = _number(env, "USERS", int, 1)
+    users_value = number(env, "USERS", int, 1)
     users = int(users_value) if users_value is not None else scenario.users
-    spawn_rate = _number(env, "SPAWN_RATE", float, 0.0)
+    spawn_rate = number(env, "SPAWN_RATE", float, 0.0)
     if spawn_rate == 0.0:
         raise KnobError("SPAWN_RATE", env["SPAWN_RATE"])
     raw_duration = env.get("DURATION", "").strip()
@@ -136,7 +142,7 @@ def parse(env: Mapping[str, str] | None = None) -> Knobs:
         duration = parse_duration(raw_duration) if raw_duration else scenario.duration
     except ValueError:
         raise KnobError("DURATION", raw_duration) from None
-    workers = _number(env, "WORKERS", int, 0)
+    workers = number(env, "WORKERS", int, 0)
     dye = env.get("DYE", "").strip() or "1"
     if dye not in ("0", "1"):
         raise KnobError("DYE", dye)
@@ -144,10 +150,10 @@ def parse(env: Mapping[str, str] | None = None) -> Knobs:
     keys = tuple(k.strip() for k in raw_keys.split(",") if k.strip()) or DEV_KEYS
     if not all(_KEY.match(k) for k in keys):
         raise KnobError("LOADTEST_API_KEYS", "<hidden>", "a key has characters a key cannot")
-    p99 = _number(env, "SLO_P99_MS", float, 0.0)
+    p99 = number(env, "SLO_P99_MS", float, 0.0)
     if p99 == 0.0:
         raise KnobError("SLO_P99_MS", env["SLO_P99_MS"])
-    error_rate = _number(env, "SLO_ERROR_RATE", float, 0.0)
+    error_rate = number(env, "SLO_ERROR_RATE", float, 0.0)
     if error_rate is not None and error_rate > 1:
         raise KnobError("SLO_ERROR_RATE", env["SLO_ERROR_RATE"])
     return Knobs(
@@ -156,7 +162,7 @@ def parse(env: Mapping[str, str] | None = None) -> Knobs:
         users=users,
         spawn_rate=spawn_rate or scenario.default_spawn_rate(users),
         duration=duration,
-        host=_host(env),
+        host=host(env),
         workers=int(workers or 0),
         dye=dye == "1",
         keys=keys,

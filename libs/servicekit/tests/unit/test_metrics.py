@@ -209,3 +209,17 @@ def test_request_durations_count_as_prometheus_buckets_do() -> None:
         for s in find(found, "http_server_request_duration_seconds_count")
     }
     assert methods == {"GET", "_OTHER"}
+
+
+def test_cpu_seconds_of_the_process_grow_with_work() -> None:
+    metrics = Metrics("cpu-test")
+
+    def cpu_seconds() -> float:
+        (sample,) = find(
+            samples(generate_latest(metrics.registry).decode()), "process_cpu_seconds_total"
+        )
+        return float(sample.value)
+
+    before = cpu_seconds()
+    sum(i * i for i in range(2_000_000))  # about 0.1 s of CPU
+    assert cpu_seconds() - before > 0.01

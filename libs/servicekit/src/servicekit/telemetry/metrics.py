@@ -7,7 +7,8 @@ The service itself is not a label: Prometheus adds it as a target label (`servic
 and its stable twin are told apart without a join; any other series joins
 `servicekit_build_info{version}` on `instance`. Each registry also has the runtime's own
 collectors: `python_gc_collections_total{generation}` (GC frequency, judged per request by
-`make canary`) and `process_resident_memory_bytes`.
+`make canary`), `process_resident_memory_bytes` and `process_cpu_seconds_total` (CPU per
+process: `make capacity` and `make capacity-plan`).
 
 Exemplars: the request-duration histogram and the business counters carry the trace id of a
 sampled request. They are exposed only in the OpenMetrics format, which `/metrics` serves to a
@@ -82,7 +83,7 @@ class OnceConstructions:
 
 
 class RuntimeCollector:
-    """`python_gc_collections_total{generation}` and `process_resident_memory_bytes`.
+    """`python_gc_collections_total{generation}`, `process_resident_memory_bytes`, CPU seconds.
 
     Read at scrape time from `gc.get_stats()` and `/proc/self/statm` (Linux; elsewhere the
     memory gauge is left out). prometheus_client's own GC and process collectors export a
@@ -106,7 +107,11 @@ class RuntimeCollector:
         memory = GaugeMetricFamily(
             "process_resident_memory_bytes", "Resident memory of this process (RSS)."
         )
+        cpu = CounterMetricFamily(
+            "process_cpu_seconds", "CPU time (user and system) this process has used."
+        )
         if sample:
+            cpu.add_metric([], time.process_time())
             for generation, stats in enumerate(gc.get_stats()):
                 collections.add_metric([str(generation)], stats["collections"])
             pages = _resident_pages()
@@ -114,6 +119,7 @@ class RuntimeCollector:
                 memory.add_metric([], pages * _PAGE_SIZE)
         yield collections
         yield memory
+        yield cpu
 
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
