@@ -12,7 +12,7 @@ from typing import Annotated
 
 import httpx
 from fastapi import APIRouter, Path, Request
-from servicekit import Faults, ServiceClient, problem_responses
+from servicekit import Faults, NotFoundError, ServiceClient, problem_responses
 from servicekit.admission.switch import ReadOnlyPublic
 from starlette.responses import Response
 
@@ -38,13 +38,17 @@ DataServiceName = Annotated[
 ]
 
 
-def _target(request: Request, service: str) -> ServiceClient:
-    if service not in FAULT_TARGETS:
-        raise UnknownFaultTargetError(
-            f"no fault injection for {service[:32]!r}; use one of {', '.join(FAULT_TARGETS)}"
-        )
+def _client(
+    request: Request, service: str, targets: tuple[str, ...], error: type[NotFoundError], what: str
+) -> ServiceClient:
+    if service not in targets:
+        raise error(f"no {what} on {service[:32]!r}; use one of {', '.join(targets)}")
     client: ServiceClient = getattr(request.state, service)
     return client
+
+
+def _target(request: Request, service: str) -> ServiceClient:
+    return _client(request, service, FAULT_TARGETS, UnknownFaultTargetError, "fault injection")
 
 
 def _relay(upstream: httpx.Response) -> Response:
@@ -75,12 +79,9 @@ async def clear_faults(request: Request, service: ServiceName) -> Response:
 
 
 def _data_service(request: Request, service: str) -> ServiceClient:
-    if service not in READ_ONLY_TARGETS:
-        raise UnknownReadOnlyTargetError(
-            f"no read-only switch on {service[:32]!r}; use one of {', '.join(READ_ONLY_TARGETS)}"
-        )
-    client: ServiceClient = getattr(request.state, service)
-    return client
+    return _client(
+        request, service, READ_ONLY_TARGETS, UnknownReadOnlyTargetError, "read-only switch"
+    )
 
 
 @router.get("/read-only/{service}", response_model=ReadOnlyPublic)

@@ -1,4 +1,5 @@
-"""The ops page in process: gateway -> real payment and inventory apps on PostgreSQL.
+"""The ops page in process: gateway -> real payment and inventory apps on PostgreSQL
+(the `gateway` fixture, conftest.py).
 
 Who may see and steer: no session means the login form (401) and 401 on the data; an API key
 or the admin token in a header is no session; an action without the CSRF token is 403 and
@@ -9,72 +10,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 
 import httpx
 import pytest
-import pytest_asyncio
-from asgi_lifespan import LifespanManager
-from gateway.config import GatewaySettings
-from gateway.main import create_app
-from inventory.config import InventorySettings
-from inventory.main import create_app as create_inventory
-from payment.config import PaymentSettings
-from payment.main import create_app as create_payment
-from servicekit.testing import MakeDatabase, lifespan_client
 
-SECRET = "integration-service-secret"
-TOKEN = "admin-token-for-tests"
-ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+from .conftest import ADMIN, ADMIN_TOKEN
+
+TOKEN = ADMIN_TOKEN
 CUSTOMER = {"Authorization": "Bearer alice-key"}
-
-
-class RouteByHost(httpx.AsyncBaseTransport):
-    """In-process apps by host; any other host refuses the connection, as a dead one would."""
-
-    def __init__(self, apps: dict[str, httpx.ASGITransport]) -> None:
-        self.apps = apps
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        app = self.apps.get(request.url.host)
-        if app is None:
-            raise httpx.ConnectError("connection refused", request=request)
-        return await app.handle_async_request(request)
-
-
-@pytest_asyncio.fixture
-async def gateway(make_database: MakeDatabase) -> AsyncIterator[httpx.AsyncClient]:
-    common = {"environment": "test", "service_token": SECRET}
-    payment = create_payment(
-        PaymentSettings(
-            _env_file=None, database_url=await make_database("postgresql", ["payment"]), **common
-        )
-    )
-    inventory = create_inventory(
-        InventorySettings(
-            _env_file=None,
-            database_url=await make_database("postgresql", ["inventory"]),
-            reservation_sweep_seconds=3600,
-            **common,
-        )
-    )
-    async with AsyncExitStack() as stack:
-        routes = {}
-        for host, app in (("payment.test", payment), ("inventory.test", inventory)):
-            manager = await stack.enter_async_context(LifespanManager(app))
-            routes[host] = httpx.ASGITransport(app=manager.app)
-        settings = GatewaySettings(
-            _env_file=None,
-            api_keys="alice-key:customer-alice",
-            admin_token=TOKEN,
-            payment_url="http://payment.test",
-            inventory_url="http://inventory.test",
-            order_url="http://order.test",
-            **common,
-        )
-        app = create_app(settings, transport=RouteByHost(routes))
-        yield await stack.enter_async_context(lifespan_client(app))
 
 
 async def log_in(gateway: httpx.AsyncClient) -> str:
