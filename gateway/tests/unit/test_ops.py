@@ -214,3 +214,25 @@ def test_traces_are_listed_by_their_root_span_and_read_incrementally(tmp_path: P
         handle.write(span("c" * 32, None)[20:] + "\n" + span("d" * 32, None, "/ops/events") + "\n")
     tail.read()
     assert sorted(t["trace_id"] for t in tail.latest()) == ["a" * 32, "c" * 32]
+
+
+def test_reads_the_text_format_as_prometheus_client_does() -> None:
+    from gateway.ops.figures import READ, samples
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = Metrics("order")
+    metrics.request_duration.observe("GET", "/orders/{id}", 200, False, 0.004)
+    metrics.request_duration.observe("POST", '/odd "route"\\path', 503, True, 2.0)
+    metrics.breaker_state.labels("payment").set(2)
+    metrics.breaker_transitions.labels("payment", "closed", "open").inc()
+    metrics.shed_requests.labels("data", "read_only", "live").inc(3)
+    text = generate_latest(metrics.registry).decode()
+    expected = [
+        (s.name, s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name in READ
+    ]
+    assert sorted(samples(text), key=repr) == sorted(expected, key=repr)
+    assert any(labels.get("http_route") == '/odd "route"\\path' for _, labels, _ in expected)

@@ -4,9 +4,10 @@ It runs off the request path, as one background task of the gateway's process, a
 someone looks: the first page view starts it (`watch`), and it stops by itself once nobody has
 looked for `IDLE_SECONDS`; the lifespan stops it at shutdown. Nothing is stored but a short
 ring per service (`HISTORY` points: five minutes at one a second). The gateway reads its own
-registry in-process; the other services are scraped over HTTP (`/healthz`, `/readyz` and
-`/metrics` are open on every service), with a plain client: the page's polling goes through no
-breaker, retry budget or trace of the request path. Parsing runs in a worker thread.
+registry in-process (in a worker thread); the other services are scraped over HTTP (`/metrics`
+every tick, `/readyz` every few, `/healthz` when needed: open on every service), with a plain
+client: the page's polling goes through no breaker, retry budget or trace of the request path.
+A tick costs the gateway under 10 ms of CPU with three services (B1 measures the effect).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ WINDOW = 5
 IDLE_SECONDS = 60.0
 TIMEOUT = httpx.Timeout(1.0)
 TRANSITIONS_KEPT = 6
+#: Readiness is asked every this many ticks (metrics every tick).
+PROBE_EVERY = 3
 
 
 @dataclass
@@ -91,6 +94,7 @@ class OpsCollector:
         self._seen_at = -IDLE_SECONDS
         self._canary: dict[str, dict[str, Any]] = {}
         self._last_run: dict[str, Any] | None = None
+        self._ticks = 0
 
     @property
     def running(self) -> bool:
@@ -123,6 +127,7 @@ class OpsCollector:
 
     async def tick(self, client: httpx.AsyncClient) -> None:
         """One round: every service, the canary routes, the newest traces."""
+        self._ticks += 1
         await asyncio.gather(*(self._scrape(client, view) for view in self.views.values()))
         await self._scrape_canaries(client)
         if self.traces is not None:
@@ -137,16 +142,28 @@ class OpsCollector:
             view.healthy = view.ready = True
             view.ready_detail = ""
         else:
-            health, ready, text = await _fetch_all(client, view.url)
-            view.healthy = health is not None and health.status_code == 200
-            if view.healthy:
-                view.version = str(_json(health).get("version", ""))
-            view.ready = ready is not None and ready.status_code == 200
-            view.ready_detail = "" if view.ready else _ready_detail(ready)
+            metrics = await _get(client, f"{view.url}/metrics")
+            text = metrics.text if metrics is not None and metrics.status_code == 200 else None
+            # Readiness every few ticks (and at once when something looks wrong); /healthz
+            # only to tell "down" from "not ready" and to read the version. Each request costs
+            # the gateway about a millisecond of CPU.
+            if text is None or not view.ready or self._ticks % PROBE_EVERY == 0:
+                await self._probe(client, view)
         if text is None:
             return
-        figures = await asyncio.to_thread(parse, text)
-        self._record(view, figures)
+        self._record(view, parse(text))  # tens of microseconds: no thread needed
+
+    async def _probe(self, client: httpx.AsyncClient, view: ServiceView) -> None:
+        ready = await _get(client, f"{view.url}/readyz")
+        view.ready = ready is not None and ready.status_code == 200
+        view.ready_detail = "" if view.ready else _ready_detail(ready)
+        if view.ready and view.version:
+            view.healthy = True
+            return
+        health = await _get(client, f"{view.url}/healthz")
+        view.healthy = health is not None and health.status_code == 200
+        if view.healthy:
+            view.version = str(_json(health).get("version", ""))
 
     def _record(self, view: ServiceView, figures: Figures) -> None:
         now, wall = self.clock(), time.time()
@@ -251,18 +268,6 @@ async def _get(client: httpx.AsyncClient, url: str) -> httpx.Response | None:
         return await client.get(url)
     except httpx.HTTPError:
         return None
-
-
-async def _fetch_all(
-    client: httpx.AsyncClient, base: str
-) -> tuple[httpx.Response | None, httpx.Response | None, str | None]:
-    health, ready, metrics = await asyncio.gather(
-        _get(client, f"{base}/healthz"),
-        _get(client, f"{base}/readyz"),
-        _get(client, f"{base}/metrics"),
-    )
-    text = metrics.text if metrics is not None and metrics.status_code == 200 else None
-    return health, ready, text
 
 
 def _json(response: httpx.Response | None) -> dict[str, Any]:
