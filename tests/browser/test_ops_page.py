@@ -35,9 +35,23 @@ def checkout(client: httpx.Client) -> int:
     return answer.status_code
 
 
+#: Order's breaker to payment. The page redraws it every second, so it is read in one script
+#: call: an element found first and read after could already be gone (stale).
+BREAKER_ROW = '#svc-order tr.breaker[data-dependency="payment"]'
+
+
+def breaker(driver: webdriver.Chrome) -> dict[str, str] | None:
+    found: dict[str, str] | None = driver.execute_script(
+        "const row = document.querySelector(arguments[0]);"
+        "return row && {state: row.dataset.state, text: row.textContent};",
+        BREAKER_ROW,
+    )
+    return found
+
+
 def breaker_state(driver: webdriver.Chrome) -> str | None:
-    rows = driver.find_elements(By.CSS_SELECTOR, '#svc-order tr.breaker[data-dependency="payment"]')
-    return rows[0].get_attribute("data-state") if rows else None
+    found = breaker(driver)
+    return found["state"] if found else None
 
 
 def wait_for(driver: webdriver.Chrome, seconds: float, what: str, check) -> float:  # type: ignore[no-untyped-def]
@@ -101,8 +115,8 @@ def test_operator_breaks_payment_and_watches_the_breaker_open_and_close(
             assert time.monotonic() < deadline, "the breaker did not close by itself in 20 s"
             checkout(client)  # traffic for the half-open probe; no reset by hand
             time.sleep(0.3)
-    transitions = browser.find_element(
-        By.CSS_SELECTOR, '#svc-order tr.breaker[data-dependency="payment"]'
-    ).text
+    shown = breaker(browser)
+    assert shown is not None
+    transitions = shown["text"]
     assert "closed→open" in transitions and "half-open→closed" in transitions, transitions
     browser.save_screenshot(str(artifacts / "ops-breaker-closed.png"))
