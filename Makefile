@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help install up down up-docker down-docker render status logs trace canary rollback loadtest loadtest-ui capacity capacity-plan shadow-audit shadow-reset test test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-chaos test-canary test-observability test-containers test-scaffold new-service lint fmt bench clean
+.PHONY: help install up down up-docker down-docker render status logs trace canary rollback loadtest loadtest-ui capacity capacity-plan shadow-audit shadow-reset test test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-chaos test-canary test-observability test-containers test-scaffold test-browser new-service lint fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,7 +63,7 @@ capacity-plan: install ## Weekly growth from Prometheus (or SERIES=file): the th
 new-service: install ## Generate services/NAME from templates/service and register it (PORT=, DOWNSTREAMS=a,b, PUBLIC=1)
 	@$(PY) scripts/new_service.py $(MAKEOVERRIDES)
 
-test: install test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-observability test-containers test-chaos test-canary test-scaffold ## Run every test tier (unit, members alone, integration, fuzz, e2e, loadtest, observability, containers, chaos, canary, scaffold)
+test: install test-unit test-members test-integration test-fuzz test-e2e test-loadtest test-observability test-containers test-chaos test-canary test-scaffold test-browser ## Run every test tier (unit, members alone, integration, fuzz, e2e, loadtest, observability, containers, chaos, canary, scaffold, browser)
 
 test-unit: install ## Unit tests: no servers needed
 	@scripts/test.sh unit
@@ -97,6 +97,9 @@ test-chaos: install ## Chaos: kill/hang/flood a private stack (own PostgreSQL + 
 
 test-canary: install ## Canary releases on a private stack: bad canaries rolled back, a good one promoted
 	@scripts/test.sh canary
+
+test-browser: install ## The ops page in Debian's chromium (Selenium) on a private stack: log in, break payment, watch the breaker
+	@scripts/test.sh browser
 
 lint: install ## ruff (lint + format check), mypy --strict, bandit and pip-audit
 	@.venv/bin/ruff check .

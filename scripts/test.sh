@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Run one test tier (unit | integration | e2e | loadtest | fuzz | chaos | canary | observability |
-# containers | scaffold) with
+# containers | scaffold | browser) with
 # pytest; every tier must find tests. The tiers that need system tools install them first
 # (scripts/system-packages.sh) and fail when they cannot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tier="${1:?usage: scripts/test.sh unit|integration|e2e|loadtest|fuzz|chaos|canary|observability|containers|scaffold [pytest args]}"
+tier="${1:?usage: scripts/test.sh unit|integration|e2e|loadtest|fuzz|chaos|canary|observability|containers|scaffold|browser [pytest args]}"
 shift
 
 case "$tier" in
@@ -19,7 +19,8 @@ case "$tier" in
   scaffold)    paths=(tests/scaffold) ;;
   observability) paths=(tests/observability); scripts/system-packages.sh observability ;;
   containers)  paths=(tests/containers); scripts/system-packages.sh containers ;;
-  *) echo "unknown tier: $tier (expected unit, integration, e2e, loadtest, fuzz, chaos, canary, observability, containers or scaffold)" >&2; exit 2 ;;
+  browser)     paths=(tests/browser); scripts/system-packages.sh browser ;;
+  *) echo "unknown tier: $tier (expected unit, integration, e2e, loadtest, fuzz, chaos, canary, observability, containers, scaffold or browser)" >&2; exit 2 ;;
 esac
 
 existing=()

@@ -361,6 +361,7 @@ def print_banner(services: tuple[Service, ...], metrics: str) -> None:
     say(f"  logs       {shown(LOGS)}/<service>.log   (stack.py logs [service])")
     say(f"  traces     {shown(TRACES)}/<service>.jsonl   (make trace [TRACE=<id>])")
     say(f"  prometheus {metrics}")
+    say(f"  ops page   {gateway.url}/ops   (log in with GATEWAY_ADMIN_TOKEN; dev: dev-admin-token)")
     say(f"\nAPI key: {key}\nTry a checkout:\n")
     say(
         f"curl -sS -X POST {gateway.url}/api/orders \\\n"

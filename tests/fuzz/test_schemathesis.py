@@ -91,9 +91,10 @@ def describe(event: events.ScenarioFinished) -> list[str]:
     return lines or [f"[{event.phase.name}] {event.label}: {event.status}"]
 
 
-#: Fault-injection knobs exist to make a service fail on purpose: they are fuzzed in a run of
-#: their own, so the faults they set cannot spill into the rest of the API's run.
-FAULTS = r"^/(internal|admin)/faults"
+#: Fault-injection knobs and the read-only switch exist to make a service fail or refuse on
+#: purpose: they are fuzzed in a run of their own, so what they set cannot spill into the rest
+#: of the API's run.
+FAULTS = r"^/(internal|admin)/(faults|read-only)"
 
 
 def run(app: FastAPI, headers: dict[str, str], *, faults: bool) -> dict[str, Any]:

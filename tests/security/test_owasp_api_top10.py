@@ -462,6 +462,11 @@ UNDOCUMENTED_OK = {
 }
 
 
+def _is_ops_page(path: str) -> bool:
+    """The gateway's ops page (gateway.ops): HTML behind a login session, not the API."""
+    return path == "/ops" or path.startswith("/ops/")
+
+
 def _apps() -> dict[str, FastAPI]:
     """Every service of the manifest, built by its own factory over throwaway settings."""
     return {service.name: service_app(service) for service in load()}
@@ -471,7 +476,8 @@ def test_api9_every_route_is_documented() -> None:
     for name, app in _apps().items():
         documented = set(app.openapi()["paths"])
         routes = {r.path for r in iter_route_contexts(app.routes) if r.path} | {"/openapi.json"}
-        assert routes - documented <= UNDOCUMENTED_OK, name
+        undocumented = {r for r in routes - documented if not _is_ops_page(r)}
+        assert undocumented <= UNDOCUMENTED_OK, name
         # And everything documented is a real route.
         assert documented <= routes, name
 

@@ -102,6 +102,10 @@ class GatewaySettings(ServiceSettings):
     #: Prefix of the limiter's Redis keys (one Redis may serve several gateways).
     rate_limit_key_prefix: str = Field(default="gateway-limits", pattern=r"^[A-Za-z0-9:_.-]{1,64}$")
 
+    #: The operations page `/ops` (gateway.ops): admin login, live view, fault/read-only/canary
+    #: switches. Its collector runs only while the page is open.
+    ops_enabled: bool = True
+
     @field_validator("global_rate_limit", "client_rate_limit", "checkout_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:

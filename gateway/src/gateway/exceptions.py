@@ -48,6 +48,11 @@ class UnknownFaultTargetError(NotFoundError):
     title = "No fault injection for this service"
 
 
+class UnknownReadOnlyTargetError(NotFoundError):
+    slug = "unknown-read-only-target"
+    title = "No read-only switch on this service"
+
+
 class UnknownCanaryTargetError(UnprocessableError):
     slug = "unknown-canary-target"
     title = "No such upstream to route"

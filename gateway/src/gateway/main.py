@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from servicekit import Downstreams, RoutingTable, ServiceClient, create_service_app
 from starlette.middleware import Middleware
 
-from gateway import admin, canary
+from gateway import admin, canary, ops
 from gateway.access import AccessLimitMiddleware, AccessLimits, open_access_limits
 from gateway.config import GatewaySettings
 from gateway.keys import ApiKeyTrust, KeyTable
@@ -36,6 +36,8 @@ class State(TypedDict):
     # The limiter falls back to per-process counts when Redis fails, so the gateway stays
     # ready without it: None keeps the kit's /readyz from checking Redis.
     redis: None
+    #: The ops page (gateway.ops); None when GATEWAY_OPS_ENABLED is false.
+    ops: ops.OpsConsole | None
 
 
 def create_app(
@@ -79,6 +81,17 @@ def create_app(
             for name, url in settings.public_urls.items()
         }
         await downstreams.start()
+        console = (
+            ops.ops_console(
+                settings,
+                registry=metrics.registry,
+                routing=downstreams.routing,
+                upstreams=downstreams.upstreams,
+                transport=transport,
+            )
+            if settings.ops_enabled
+            else None
+        )
         try:
             async with open_access_limits(settings, metrics=app.state.metrics) as access_limits:
                 yield {
@@ -92,15 +105,24 @@ def create_app(
                     "access_limits": access_limits,
                     "public": public,
                     "redis": None,
+                    "ops": console,
                 }
         finally:
+            if console is not None:
+                await console.collector.aclose()
             await downstreams.aclose()
 
     return create_service_app(
         settings,
         title="Gateway",
         lifespan=lifespan,
-        routers=[router, public_router(settings.public_urls), admin.router, canary.router],
+        routers=[
+            router,
+            public_router(settings.public_urls),
+            admin.router,
+            canary.router,
+            *([ops.router] if settings.ops_enabled else []),
+        ],
         internal=False,
         description="The public entry: API keys, access limits, routing to services.",
         middleware=[Middleware(AccessLimitMiddleware)],

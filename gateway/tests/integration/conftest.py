@@ -1,4 +1,5 @@
-"""Gateway integration fixtures: a private redis-server a test may kill, restart or freeze.
+"""Gateway integration fixtures: a private redis-server a test may kill, restart or freeze;
+the gateway in process in front of the real payment and inventory apps.
 
 The shared Redis (127.0.0.1:6379, the `redis_url` fixture) is never stopped; a test that
 breaks Redis starts its own on a free port in its temp dir.
@@ -12,11 +13,26 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
+import httpx
 import pytest
+import pytest_asyncio
 import redis
+from asgi_lifespan import LifespanManager
+from gateway.config import GatewaySettings
+from gateway.main import create_app
+from inventory.config import InventorySettings
+from inventory.main import create_app as create_inventory
+from payment.config import PaymentSettings
+from payment.main import create_app as create_payment
+from servicekit.testing import MakeDatabase, lifespan_client
+
+SECRET = "integration-service-secret"
+ADMIN_TOKEN = "admin-token-for-tests"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def free_port() -> int:
@@ -94,3 +110,52 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.kill()
+
+
+class RouteByHost(httpx.AsyncBaseTransport):
+    """In-process apps by host; any other host refuses the connection, as a dead one would."""
+
+    def __init__(self, apps: dict[str, httpx.ASGITransport]) -> None:
+        self.apps = apps
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        app = self.apps.get(request.url.host)
+        if app is None:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await app.handle_async_request(request)
+
+
+@pytest_asyncio.fixture
+async def gateway(make_database: MakeDatabase) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway in front of real payment and inventory apps, each on a fresh PostgreSQL
+    database; the signed service credential is checked for real. Order is not there."""
+    common = {"environment": "test", "service_token": SECRET}
+    payment = create_payment(
+        PaymentSettings(
+            _env_file=None, database_url=await make_database("postgresql", ["payment"]), **common
+        )
+    )
+    inventory = create_inventory(
+        InventorySettings(
+            _env_file=None,
+            database_url=await make_database("postgresql", ["inventory"]),
+            reservation_sweep_seconds=3600,
+            **common,
+        )
+    )
+    async with AsyncExitStack() as stack:
+        routes = {}
+        for host, app in (("payment.test", payment), ("inventory.test", inventory)):
+            manager = await stack.enter_async_context(LifespanManager(app))
+            routes[host] = httpx.ASGITransport(app=manager.app)
+        settings = GatewaySettings(
+            _env_file=None,
+            api_keys="alice-key:customer-alice",
+            admin_token=ADMIN_TOKEN,
+            payment_url="http://payment.test",
+            inventory_url="http://inventory.test",
+            order_url="http://order.test",
+            **common,
+        )
+        app = create_app(settings, transport=RouteByHost(routes))
+        yield await stack.enter_async_context(lifespan_client(app))

@@ -6,66 +6,15 @@ through a transport that routes by host, so the signed service credential is che
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
-
 import httpx
-import pytest_asyncio
 from asgi_lifespan import LifespanManager
 from gateway.config import GatewaySettings
 from gateway.main import create_app
-from inventory.config import InventorySettings
-from inventory.main import create_app as create_inventory
 from payment.config import PaymentSettings
 from payment.main import create_app as create_payment
 from servicekit.testing import MakeDatabase, lifespan_client
 
-SECRET = "integration-service-secret"
-ADMIN = {"Authorization": "Bearer admin-token-for-tests"}
-
-
-class RouteByHost(httpx.AsyncBaseTransport):
-    """One transport for several in-process apps, chosen by the request's host."""
-
-    def __init__(self, apps: dict[str, httpx.ASGITransport]) -> None:
-        self.apps = apps
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self.apps[request.url.host].handle_async_request(request)
-
-
-@pytest_asyncio.fixture
-async def gateway(make_database: MakeDatabase) -> AsyncIterator[httpx.AsyncClient]:
-    common = {"environment": "test", "service_token": SECRET}
-    payment = create_payment(
-        PaymentSettings(
-            _env_file=None, database_url=await make_database("postgresql", ["payment"]), **common
-        )
-    )
-    inventory = create_inventory(
-        InventorySettings(
-            _env_file=None,
-            database_url=await make_database("postgresql", ["inventory"]),
-            reservation_sweep_seconds=3600,
-            **common,
-        )
-    )
-    async with AsyncExitStack() as stack:
-        routes = {}
-        for host, app in (("payment.test", payment), ("inventory.test", inventory)):
-            manager = await stack.enter_async_context(LifespanManager(app))
-            routes[host] = httpx.ASGITransport(app=manager.app)
-        settings = GatewaySettings(
-            _env_file=None,
-            api_keys="alice-key:customer-alice",
-            admin_token="admin-token-for-tests",
-            payment_url="http://payment.test",
-            inventory_url="http://inventory.test",
-            order_url="http://order.test",
-            **common,
-        )
-        app = create_app(settings, transport=RouteByHost(routes))
-        yield await stack.enter_async_context(lifespan_client(app))
+from .conftest import ADMIN, SECRET, RouteByHost
 
 
 async def test_faults_set_through_the_gateway_hit_the_service_and_clear(

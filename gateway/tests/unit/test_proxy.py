@@ -392,6 +392,7 @@ async def test_documents_every_public_route_in_openapi() -> None:
         "/api/orders",
         "/api/orders/{order_id}",
         "/admin/faults/{service}",
+        "/admin/read-only/{service}",
         "/admin/canary/{service}",
     }
     assert "requestBody" in paths["/api/orders"]["post"]

@@ -13,6 +13,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp
 
+from servicekit.admission.switch import read_only_router
 from servicekit.admission.wiring import (
     bind_load_shedding,
     install_load_shedding,
@@ -81,6 +82,9 @@ def create_service_app(
     for router in routers:
         _refuse_shadowed_probes(router, health_router)
         app.include_router(router)
+    if internal and settings.read_only_enabled:
+        # The operator's read-only switch (the gateway's /admin/read-only/{service}).
+        app.include_router(read_only_router)
     app.include_router(health_router)
     install_openapi(app, internal=internal, open_paths=OPEN_PATHS)
 

@@ -154,3 +154,22 @@ async def test_read_only_refuses_writes_but_not_reads_or_critical_calls(
         'servicekit_shed_requests_total{reason="read_only",tier="data",traffic="live"} 1.0'
         in metrics
     )
+
+
+async def test_an_operator_holds_read_only_and_releases_it() -> None:
+    app = build_app()
+    async with lifespan_client(app, headers=TOKEN) as client:
+        held = await client.put("/internal/read-only")
+        refused = await client.post("/items")
+        metrics = (await client.get("/metrics")).text
+        # The release is itself a write made in read-only mode: it must get through.
+        released = await client.delete("/internal/read-only")
+        written = await client.post("/items")
+        anonymous = await client.put("/internal/read-only", headers={"X-Service-Token": ""})
+
+    assert held.json() == {"read_only": True, "forced": True}
+    assert refused.status_code == 503 and refused.json()["type"] == "/problems/read-only"
+    assert "servicekit_read_only_mode 1.0" in metrics
+    assert released.json() == {"read_only": False, "forced": False}
+    assert written.status_code == 201
+    assert anonymous.status_code == 401

@@ -31,8 +31,9 @@ from servicekit.telemetry.metrics import Metrics, traffic
 logger = logging.getLogger("servicekit.admission")
 
 #: Never shed: probes, metrics, and the operator's fault switch (servicekit.faults), which must
-#: still turn off an injected hang while the requests it holds fill the limit.
-NEVER_SHED = OPEN_PATHS | {"/internal/faults"}
+#: still turn off an injected hang while the requests it holds fill the limit, and the read-only
+#: switch (servicekit.admission.switch), whose release is a write made in read-only mode.
+NEVER_SHED = OPEN_PATHS | {"/internal/faults", "/internal/read-only"}
 #: Answers larger than this are passed through, not cached.
 MAX_CACHED_BYTES = 256 * 1024
 #: Paths whose route template is remembered for answers given without routing.

@@ -10,7 +10,9 @@ its threshold (`<P>_READ_ONLY_POOL_WAIT_MS`, `<P>_READ_ONLY_DB_LATENCY_MS`), the
 read-only mode: writes (POST, PUT, PATCH, DELETE) get 503 problem+json with `Retry-After`,
 reads go on. It leaves by itself, with hysteresis: after at least `min_dwell` seconds and once
 both p95s over the samples left in the window (none counts as calm) are below `EXIT_RATIO` of
-their thresholds.
+their thresholds. An operator can also hold it on (`force`, through `/internal/read-only`,
+servicekit.admission.switch), before a migration or while the database is looked at; switched
+off again, the decision is the measurements' once more.
 
 The checkout wait is timed on the event loop, so it also grows when the process itself is
 CPU-bound rather than the pool short: either way requests queue for the database, and
@@ -76,6 +78,8 @@ class ReadOnlyGuard:
         self._waits: deque[tuple[float, float]] = deque(maxlen=_MAX_SAMPLES)
         self._latencies: deque[tuple[float, float]] = deque(maxlen=_MAX_SAMPLES)
         self._read_only = False
+        #: Held on by an operator (`force`), whatever the measurements say.
+        self.forced = False
         self._entered_at = 0.0
         self._evaluated_at = -math.inf
         if metrics is not None:
@@ -113,7 +117,19 @@ class ReadOnlyGuard:
         if now - self._evaluated_at >= EVALUATE_EVERY:
             self._evaluated_at = now
             self._evaluate(now)
-        return self._read_only
+        return self._read_only or self.forced
+
+    def force(self, on: bool) -> None:
+        """Hold read-only mode on (`on`), or hand the decision back to the measurements."""
+        if on == self.forced:
+            return
+        self.forced = on
+        if self.metrics is not None:
+            self.metrics.read_only_mode.set(1 if on or self._read_only else 0)
+        if on:
+            logger.warning("read-only mode held on by an operator; writes answer 503")
+        else:
+            logger.info("read-only mode released by an operator")
 
     def retry_after(self) -> int:
         """Seconds a refused writer should wait: what is left of the minimum dwell, >= 1."""
@@ -145,7 +161,7 @@ class ReadOnlyGuard:
         calm_latency = latency is None or latency < self.db_latency * EXIT_RATIO
         if calm_wait and calm_latency:
             self._read_only = False
-            if self.metrics is not None:
+            if self.metrics is not None and not self.forced:
                 self.metrics.read_only_mode.set(0)
             logger.info("leaving read-only mode after %.1f s", now - self._entered_at)
 
