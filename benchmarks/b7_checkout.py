@@ -534,30 +534,20 @@ def main() -> None:
             f" medians of {ROUNDS} interleaved)",
             ("metric", "before", "after", "change %"),
             [
-                [
-                    "TPS (orders/s)",
-                    f"{b['orders_per_s']:.1f}",
-                    f"{a['orders_per_s']:.1f}",
-                    change(b["orders_per_s"], a["orders_per_s"]),
-                ],
-                [
-                    "p99",
-                    f"{b['p99_ms']:.1f} ms",
-                    f"{a['p99_ms']:.1f} ms",
-                    change(b["p99_ms"], a["p99_ms"]),
-                ],
-                [
-                    "p50",
-                    f"{b['p50_ms']:.1f} ms",
-                    f"{a['p50_ms']:.1f} ms",
-                    change(b["p50_ms"], a["p50_ms"]),
-                ],
-                [
-                    "CPU per order",
-                    f"{b['cpu_ms_per_order']:.1f} ms",
-                    f"{a['cpu_ms_per_order']:.1f} ms",
-                    change(b["cpu_ms_per_order"], a["cpu_ms_per_order"]),
-                ],
+                *(
+                    [
+                        label,
+                        f"{b[key]:.1f}{unit}",
+                        f"{a[key]:.1f}{unit}",
+                        change(b[key], a[key]),
+                    ]
+                    for label, key, unit in (
+                        ("TPS (orders/s)", "orders_per_s", ""),
+                        ("p99", "p99_ms", " ms"),
+                        ("p50", "p50_ms", " ms"),
+                        ("CPU per order", "cpu_ms_per_order", " ms"),
+                    )
+                ),
                 [
                     "order's DB statements per checkout",
                     f"{before[-1]['breakdown']['hops'].get('order', {}).get('statements', 0):.0f}",

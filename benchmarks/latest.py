@@ -29,8 +29,9 @@ def _b3(d: dict[str, Any]) -> Verdict:
 
 
 def _b4(d: dict[str, Any]) -> Verdict:
-    failed = [k for k, ok in d["verdicts"].items() if not ok]
-    return f"peak {d['peak_rps']:,.0f}/s; failed: {', '.join(failed) or 'none'}", not failed
+    peaks = ", ".join(f"{name} {t['peak_rps']:,.0f}/s" for name, t in d["targets"].items())
+    missed = d["missed"]
+    return f"peak {peaks}; missed: {len(missed)} of the cells' targets", not missed
 
 
 def _b5(d: dict[str, Any]) -> Verdict:
@@ -81,7 +82,7 @@ BENCHMARKS = (
     Benchmark(
         "B4",
         "b4_overload",
-        "goodput 2x >= 90 %, 4x >= 80 % of peak; shed p99 <= 10 ms; RSS <= +20 %",
+        "client-side: served p99 <= 500 ms, shed p99 <= 50 ms; goodput 2x >= 90 %, 4x >= 80 %",
         _b4,
         (KIT, "services/inventory/src", "loadtest/src"),
     ),
