@@ -239,8 +239,15 @@ async def test_a_busy_event_loop_is_not_taken_for_a_redis_outage(
 async def test_a_quick_redis_restart_is_not_an_outage(
     private_redis: PrivateRedis, mode_log: list[str]
 ) -> None:
-    """Pooled connections closed by a restart are reopened at once, not taken for an outage."""
-    async with gateway(private_redis.url) as client:
+    """Pooled connections closed by a restart are reopened at once, not taken for an outage.
+
+    A restart costs each of the 16 calls a few round trips before its answer: a new connection,
+    its handshake, and the rate-limit script loaded again into an empty Redis. With the CPU
+    shared (CI on 2 cores), those took longer than the 25 ms default 9 times in 15, and that
+    much silence is an outage by the limiter's rule. The timeout here leaves room for them: what
+    is tested is that the broken pooled connections are replaced, not raised as failures.
+    """
+    async with gateway(private_redis.url, rate_limit_redis_timeout=0.25) as client:
         for _ in range(3):
             for _ in range(3):  # fill the pool with connections the restart will close
                 await asyncio.gather(*(client.get("/api/products") for _ in range(16)))
