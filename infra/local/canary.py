@@ -49,6 +49,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import canary_report
+import canary_stats
 import instances
 from canary_load import Load
 from canary_stats import FAIL, NOT_ENOUGH, PASS, Side, Thresholds, early_failure, judge
@@ -553,6 +554,7 @@ def cmd_run() -> int:
     if stack.canary().pid is not None and stack.canary().alive():
         say(f"a canary of {plan.service.name} is already running; `make rollback` first")
         return 2
+    canary_stats.warm_up()
     runner = Runner(plan, stack, Thresholds())
     started = time.time()
     outcome, reason = asyncio.run(runner.run())

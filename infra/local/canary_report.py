@@ -10,10 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt
 from canary_stats import percentile
 
 #: (unix time, side, latency ms, is 5xx) of every request judged.
@@ -70,6 +66,12 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
 
 
 def write_plot(path: Path, samples: Sequence[Sample], steps: Sequence[dict[str, Any]]) -> None:
+    # matplotlib takes about 2 s to import: only the run that draws pays for it.
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
     if not samples:
         samples = [(0.0, "stable", 0.0, False)]
     origin = min(s[0] for s in samples)

@@ -31,6 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -289,25 +290,40 @@ def plan(services: tuple[Service, ...]) -> list[dict[str, Any]]:
     ]
 
 
-def run_step(label: str, args: list[str], env: dict[str, str]) -> None:
-    say(f"  {label}")
-    done = subprocess.run(  # noqa: S603
-        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        say(f"FAILED: {label} (exit {done.returncode})\n{done.stdout}{done.stderr}")
-        raise SystemExit(1)
+def run_chain(steps: list[tuple[str, list[str]]], env: dict[str, str]) -> str | None:
+    """One service's setup steps in order; the failure's report, or None when all passed."""
+    for label, args in steps:
+        begin = time.monotonic()
+        done = subprocess.run(  # noqa: S603
+            [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            return f"FAILED: {label} (exit {done.returncode})\n{done.stdout}{done.stderr}"
+        say(f"  {label:<22} done ({time.monotonic() - begin:.1f}s)")
+    return None
 
 
 def migrate_and_seed(services: tuple[Service, ...], env: dict[str, str]) -> None:
+    """Every service's migrations, then its seed; the services side by side.
+
+    Each service has a database of its own (or its own tables and version table in a shared
+    one), so their setups are independent. Each step is a fresh interpreter that spends most of
+    its time importing, so running them side by side roughly halves this phase on two cores.
+    """
     say("Migrating databases")
+    chains = []
     for service in services:
         url = service.database_url
         if service.entry.database and url.startswith("sqlite:///"):
             # SQLite creates the file, not its directory.
             (REPO / url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        for label, args in setup_steps(service):
-            run_step(label, args, env)
+        if steps := setup_steps(service):
+            chains.append(steps)
+    with ThreadPoolExecutor(max_workers=max(1, len(chains))) as pool:
+        failures = [f for f in pool.map(lambda steps: run_chain(steps, env), chains) if f]
+    if failures:
+        say("\n".join(failures))
+        raise SystemExit(1)
 
 
 def start(service: Service, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -1,12 +1,15 @@
 """End-to-end fixtures: the whole stack started exactly as the README does (`make up`).
 
-The stack runs once per mode and module:
+The stack runs once per mode for the whole tier (`test_stack` and `test_dyeing` share it; each
+test leaves what it did behind, and none depends on another's leftovers):
 - "sqlite": the embedded defaults, with each service's database in a temp dir so the developer's
   `.run/*.db` stay untouched;
 - "postgres+redis": a fresh PostgreSQL database `e2e_<hex>` shared by the three services (their
   tables and version tables are distinct) and the real Redis; the database is dropped at the end.
 
-`make down` always runs, even when start-up or a test fails.
+`make down` always runs, even when start-up or a test fails, and is checked there: with one
+service already dead (crashed, or killed by hand), it must stop every other process and free
+every port. That check is the stack's teardown because it ends the stack the tests share.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -121,7 +126,7 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres+redis"])
+@pytest.fixture(scope="session", params=["sqlite", "postgres+redis"])
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
@@ -146,7 +151,29 @@ def stack(
             )
         yield Stack(mode=mode, env=env, pids=read_pids())
     finally:
+        pids = read_pids()
+        if "payment" in pids:
+            os.kill(pids["payment"], signal.SIGKILL)  # down must cope with a dead service
         stopped = run_stack("down", env, timeout=60)
         if database is not None:
             asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         assert stopped.returncode == 0, f"make down failed:\n{stopped.stdout}\n{stopped.stderr}"
+        running = [f"{name} (pid {pid})" for name, pid in pids.items() if _alive(pid)]
+        assert not running, f"still running after make down: {running}"
+        bound = [port for port in SERVICES.values() if _port_open(port)]
+        assert not bound, f"ports still open after make down: {bound}"
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    # A zombie (state Z) has exited; only its parent has not collected it yet.
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -6,12 +6,8 @@ The last test stops the stack (pytest keeps file order within a fixture paramete
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
-import socket
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +15,7 @@ import pytest
 
 from infra.manifest import load
 
-from .conftest import SERVICES, Stack, run_stack
+from .conftest import Stack
 
 #: The development service credential (`*_SERVICE_TOKEN` default), used to inspect payment.
 TOKEN = "dev-service-token"
@@ -261,30 +257,3 @@ def test_readiness_checks_the_configured_dependencies(stack: Stack) -> None:
         if service.database:
             expected.add("database")
         assert set(response.json()["checks"]) == expected, (service.name, response.text)
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def test_make_down_stops_every_process_and_frees_the_ports(stack: Stack) -> None:
-    assert set(stack.pids) == set(SERVICES)
-    # One process has already died (crashed, or killed by hand): down must still stop the rest.
-    os.kill(stack.pids["payment"], signal.SIGKILL)
-    stopped = run_stack("down", stack.env, timeout=60)
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    for service, pid in stack.pids.items():
-        assert not _alive(pid), f"{service} (pid {pid}) still running after make down"
-    for port in SERVICES.values():
-        assert not _port_open(port), f"port {port} still open after make down"
-
-
-def _alive(pid: int) -> bool:
-    # A zombie (state Z) has exited; only its parent has not collected it yet.
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
