@@ -45,7 +45,7 @@ rollback: install ## Roll SERVICE back to stable now: canary route removed, cana
 shadow-audit: install ## Exit 1 if a live table holds dyed (load-test) data; SNAPSHOT=1 records the live tables before a run, the next audit compares
 	@$(PY) scripts/shadow.py audit --snapshot="$(SNAPSHOT)"
 
-shadow-reset: install ## Empty the shadow tables (dyed traffic's data) and re-seed the shadow catalogue
+shadow-reset: install ## Empty the shadow tables (dyed traffic's data), re-seed the shadow catalogue, delete Redis's shadow: keys
 	@$(PY) scripts/shadow.py reset
 
 loadtest: install ## Locust headless on the stack: SCENARIO=smoke|journey|ramp|spike|soak, USERS, DURATION, WORKERS, DYE... (loadtest/README.md)

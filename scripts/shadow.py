@@ -14,7 +14,10 @@ this proves that nothing live changed at all, so record it when no live traffic 
 comparison consumes the snapshot (one per run).
 
 `reset` empties every shadow table and runs each service's seed with `--shadow-only`
-(the inventory copies the live catalogue into the shadow one, with deep stock).
+(the inventory copies the live catalogue into the shadow one, with deep stock). It then
+deletes every key under the shadow prefix (`shadow:`) in each Redis a service is configured
+with (`<PREFIX>_REDIS_URL`): the dyed rate-limit counters and the dyed read cache, which would
+otherwise serve the old shadow catalogue. Live keys are never touched.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from redis.asyncio import Redis  # noqa: E402
+from redis.exceptions import RedisError  # noqa: E402
 from servicekit.data import shadow  # noqa: E402
 
 from infra.manifest import ManifestError, load  # noqa: E402
@@ -130,6 +135,30 @@ async def empty_shadow(target: Target) -> dict[str, int]:
         return await shadow.reset(conn)
 
 
+def redis_urls() -> list[str]:
+    """Every Redis a service of the manifest is configured with, each once."""
+    urls = (os.environ.get(f"{service.prefix}_REDIS_URL") for service in load())
+    return sorted({url for url in urls if url})
+
+
+async def delete_shadow_keys(url: str) -> int:
+    """Unlink every key under the shadow prefix, in batches (SCAN, never KEYS)."""
+    client = Redis.from_url(url, socket_timeout=10)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{shadow.REDIS_PREFIX}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += await client.unlink(*batch)
+    finally:
+        await client.aclose()
+    return deleted
+
+
 def run_reset(found: list[Target]) -> int:
     for target in found:
         deleted = asyncio.run(empty_shadow(target))
@@ -147,6 +176,14 @@ def run_reset(found: list[Target]) -> int:
             if done.returncode != 0:
                 print(f"shadow-reset: {seed} failed (exit {done.returncode}):\n{done.stderr}")
                 return 1
+    for url in redis_urls():
+        try:
+            keys = asyncio.run(delete_shadow_keys(url))
+        except (OSError, RedisError) as exc:
+            print(f"shadow-reset: Redis at {redacted(url)} did not answer ({exc}); its shadow keys")
+            print("  are left. Start it, or unset <PREFIX>_REDIS_URL, and run `make shadow-reset`.")
+            return 1
+        print(f"shadow-reset: {redacted(url)}: {keys} {shadow.REDIS_PREFIX}* key(s) deleted")
     return 0
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
 from servicekit.data import shadow
 
 from .conftest import REPO, Stack
@@ -176,3 +177,23 @@ def test_dyed_run_changes_no_live_table_and_lands_in_shadow(stack: Stack, tmp_pa
     audit = make(stack, "shadow-audit")
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "against the snapshot" in audit.stdout and "clean" in audit.stdout
+
+    # With Redis: `make shadow-reset` deletes every key under the shadow prefix (dyed rate-limit
+    # counters, dyed cached reads: most expire within seconds, so one is planted that would
+    # not) and no other key.
+    if redis_url := stack.env.get("GATEWAY_REDIS_URL"):
+        dyed_key, live_key = (f"{p}e2e-{secrets.token_hex(6)}" for p in (shadow.REDIS_PREFIX, ""))
+        asyncio.run(redis_call(redis_url, "mset", {dyed_key: "e2e", live_key: "e2e"}))
+        reset = make(stack, "shadow-reset")
+        assert reset.returncode == 0, reset.stdout + reset.stderr
+        assert f"{shadow.REDIS_PREFIX}* key(s) deleted" in reset.stdout, reset.stdout
+        assert asyncio.run(redis_call(redis_url, "keys", f"{shadow.REDIS_PREFIX}*")) == []
+        assert asyncio.run(redis_call(redis_url, "unlink", live_key)) == 1  # kept (now gone)
+
+
+async def redis_call(url: str, command: str, *args: Any) -> Any:
+    client = Redis.from_url(url, decode_responses=True)
+    try:
+        return await getattr(client, command)(*args)
+    finally:
+        await client.aclose()

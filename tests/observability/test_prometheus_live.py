@@ -1,29 +1,38 @@
 """A real Prometheus scraping a real stack: every dashboard query and every rule has data.
 
-The tier's private stack (`conftest.py`) runs as `make up` runs it, with the local Prometheus
-from the same config file developers get, scraping and evaluating every second. After a little
-traffic (live and shadow checkouts, a decline, a replay, reads), each panel query of each
-Grafana dashboard, each template variable and each recording rule must return data, no rule
-may fail to evaluate, and every metric name anywhere in them must be one the services declare:
-a misspelled name fails here.
+The stack runs as `make up` runs it (`infra/local/stack.py up`), privately: free ports, its own
+run directory, SQLite. `up` starts the local Prometheus from the same config file developers
+get, scraping and evaluating every second. After a little traffic (live and shadow checkouts,
+a decline, a replay, reads), each panel query of each Grafana dashboard, each template
+variable and each recording rule must return data, no rule may fail to evaluate, and every
+metric name anywhere in them must be one the services declare: a misspelled name fails here.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import socket
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import Live
+from infra.manifest import load
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "observability" / "grafana" / "dashboards"
+STACK = [sys.executable, "infra/local/stack.py"]
+API_KEYS = "demo-key:customer-demo,loadtest-key:customer-loadtest:loadtest"
 #: What Grafana would put in place of its variables. 15 s spans 15 scrapes at 1 s.
 VARIABLES = {"$__rate_interval": "15s", "$__interval": "5s", "$__range": "1m", "$service": ".*"}
 DATA_TIMEOUT = 30.0
@@ -32,6 +41,64 @@ PROMQL_WORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
     "bool", "offset", "inf", "nan",
 }  # fmt: skip
+
+
+@dataclass
+class Live:
+    gateway: str
+    prometheus: str
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def run(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*STACK, command], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+    )
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    if shutil.which("prometheus") is None:
+        pytest.fail(
+            "prometheus is required: install it with scripts/system-packages.sh "
+            "(Debian package `prometheus`)",
+            pytrace=False,
+        )
+    services = load()
+    *ports, prometheus_port = free_ports(len(services) + 1)
+    port_of = dict(zip(services.names, ports, strict=True))
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(tuple(s.prefix for s in services))
+    }
+    env.update({f"{s.prefix}_PORT": str(port_of[s.name]) for s in services})
+    env.update(
+        STACK_RUN_DIR=str(tmp_path_factory.mktemp("observability-stack")),
+        PROMETHEUS_PORT=str(prometheus_port),
+        PROMETHEUS_SCRAPE_INTERVAL="1s",
+        STACK_PROMETHEUS="1",
+        GATEWAY_API_KEYS=API_KEYS,
+    )
+    prometheus = f"http://127.0.0.1:{prometheus_port}"
+    try:
+        started = run("up", env)
+        assert started.returncode == 0, f"stack up failed:\n{started.stdout}\n{started.stderr}"
+        assert f"prometheus {prometheus}" in started.stdout, started.stdout
+        gateway = f"http://127.0.0.1:{port_of[services.gateway.name]}"
+        yield Live(gateway=gateway, prometheus=prometheus)
+    finally:
+        stopped = run("down", env)
+        assert stopped.returncode == 0, f"stack down failed:\n{stopped.stdout}\n{stopped.stderr}"
+        assert re.search(r"prometheus +stopped", stopped.stdout), stopped.stdout
 
 
 def drive_traffic(gateway: str) -> None:
