@@ -141,6 +141,7 @@ def stack(
         asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
         url = f"{POSTGRES_ADMIN_URL.rpartition('/')[0]}/{database}"
         env.update(backend_env(url, REDIS_URL))
+    up = False
     try:
         started = run_stack("up", env)
         if started.returncode != 0:
@@ -149,9 +150,12 @@ def stack(
                 f"{started.returncode}:\n{started.stdout}\n{started.stderr}",
                 pytrace=False,
             )
+        up = True
         yield Stack(mode=mode, env=env, pids=read_pids())
     finally:
-        pids = read_pids()
+        # Only a stack that came up is checked: after a failed `up` a pid file may be stale,
+        # and its number another process's. Read again: a restarted service has a new pid.
+        pids = read_pids() if up else {}
         if "payment" in pids:
             os.kill(pids["payment"], signal.SIGKILL)  # down must cope with a dead service
         stopped = run_stack("down", env, timeout=60)

@@ -3,6 +3,7 @@
 A 30 s dyed Locust run (`make loadtest`: its default dye, the `loadtest` key, the checkout-heavy
 mix) with one live order placed in the middle: every live table is unchanged but for exactly
 that order's rows, the shadow tables hold the run's orders, and `make shadow-audit` passes.
+With Redis, `make shadow-reset` then deletes every `shadow:` key and no live one.
 """
 
 from __future__ import annotations
