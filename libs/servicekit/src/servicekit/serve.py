@@ -17,6 +17,7 @@ name in upper case, as in services.toml), plus the standard `WEB_CONCURRENCY`:
     <P>_MAX_CONNECTIONS_PER_CLIENT      open connections per client address per process
                                         (2048; 0 = off, for a server behind a proxy)
     <P>_BACKLOG                         listen backlog (2048, capped by net.core.somaxconn)
+    <P>_LOOP                            event loop: asyncio (default) or uvloop (see below)
     WEB_CONCURRENCY                     worker processes sharing the socket (1)
 
 The descriptor limit is raised to its hard limit at start, and the connection cap kept
@@ -34,7 +35,7 @@ import os
 import resource
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +66,13 @@ class ServerSettings(BaseSettings):
     max_connections: int = Field(default=4096, ge=1, le=1_000_000)
     max_connections_per_client: int = Field(default=2048, ge=0, le=1_000_000)
     backlog: int = Field(default=2048, ge=1, le=65535)
+    # asyncio, although uvloop is faster per request: since libuv 1.45 (libuv#3696, "don't
+    # accept() connections in a loop") uvloop takes one new connection off the listen queue
+    # per loop turn. Under a flood every turn is long, so new connections wait seconds in the
+    # kernel's accept queue, where no shedding reaches them; asyncio accepts up to the backlog
+    # per turn (tests/chaos/test_flood_probe.py, docs/resilience.md). uvloop suits a service
+    # behind a proxy that keeps few, long-lived connections to it.
+    loop: Literal["asyncio", "uvloop"] = "asyncio"
 
 
 def raise_fd_limit() -> int:
@@ -115,6 +123,7 @@ def build_config(
         host=settings.host,
         port=settings.port,
         backlog=settings.backlog,
+        loop=settings.loop,
         workers=workers,
         access_log=False,  # the kit's edge layer writes the access line
         server_header=False,  # no banner telling attackers what runs here

@@ -40,6 +40,7 @@ def test_the_config_runs_the_guarded_protocol_without_banner_or_access_log() -> 
     assert config.factory and not config.server_header and not config.access_log
     assert (config.port, config.backlog, config.workers) == (9999, 128, 3)
     assert config.limits.header_timeout == settings.header_timeout
+    assert config.loop == "asyncio"  # uvloop accepts one connection per turn (ServerSettings)
 
 
 def test_the_soft_descriptor_limit_is_raised_to_the_hard_one() -> None:
@@ -74,3 +75,13 @@ def test_an_explicit_prefix_wins_over_the_package_name(monkeypatch: pytest.Monke
     monkeypatch.setenv("SHOP_MAX_CONNECTIONS", "0")
     with pytest.raises(SystemExit, match="SHOP_MAX_CONNECTIONS: Input should be greater"):
         main(["gateway.main:create_app", "--env-prefix", "shop"])
+
+
+def test_the_loop_is_asyncio_or_uvloop_and_a_wrong_one_lists_both(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ORDER_LOOP", "uvloop")
+    assert ServerSettings(_env_prefix="ORDER_").loop == "uvloop"
+    monkeypatch.setenv("ORDER_LOOP", "trio")
+    with pytest.raises(SystemExit, match="ORDER_LOOP: Input should be 'asyncio' or 'uvloop'"):
+        main(["order.main:create_app"])

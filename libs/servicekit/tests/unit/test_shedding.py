@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 import servicekit as kit
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, HTTPException
 from pydantic_settings import SettingsConfigDict
 from servicekit import context
 from servicekit.admission.cache import RedisBackend
@@ -37,11 +37,16 @@ class Shop:
         self.stock = {"mug": 10}
         self.db_reads = 0
         self.gate = asyncio.Event()
+        self.reads_open = asyncio.Event()  # a read waits on it ("the database is slow")
+        self.reads_open.set()
         router = APIRouter()
 
         @router.get("/products/{sku}")
         async def read_product(sku: str) -> dict[str, Any]:
             self.db_reads += 1
+            await self.reads_open.wait()
+            if sku == "retired":
+                raise HTTPException(404, f"no product {sku}")
             return {"sku": sku, "available": self.stock.get(sku, 0)}
 
         @router.post("/products/{sku}/take")
@@ -239,6 +244,81 @@ async def test_reads_are_cached_and_a_write_is_read_back_at_once() -> None:
     timed = {"http_request_method": "GET", "http_route": "/products/{sku}", "traffic": "live"}
     count = "http_server_request_duration_seconds_count"
     assert shop.sample(count, http_response_status_code="200", **timed) == 3
+
+
+async def reads_in_flight(shop: Shop, client: httpx.AsyncClient, path: str, n: int) -> list[Any]:
+    """`n` concurrent reads of `path` while reads are held; returns once all have arrived."""
+    shop.reads_open.clear()
+    tasks = [asyncio.ensure_future(client.get(path)) for _ in range(n)]
+    for _ in range(1000):
+        if shop.limiter.in_flight >= n:
+            return tasks
+        await asyncio.sleep(0)
+    raise AssertionError(f"only {shop.limiter.in_flight} of {n} reads arrived")
+
+
+async def test_concurrent_misses_of_one_key_read_the_database_once() -> None:
+    shop = Shop(max_concurrency=64)
+    async with lifespan_client(shop.app, headers=TOKEN) as client:
+        tasks = await reads_in_flight(shop, client, "/products/mug", 20)
+        shop.reads_open.set()
+        answers = await asyncio.gather(*tasks)
+        other = await client.get("/products/mug?page=2")  # another key: its own read
+
+    assert {(a.status_code, a.text) for a in answers} == {(200, '{"sku":"mug","available":10}')}
+    assert shop.db_reads == 2
+    coalesced = shop.sample("servicekit_cache_requests_total", cache="shop", result="coalesced")
+    assert coalesced == 19 and other.status_code == 200
+
+
+async def test_an_expired_answer_is_served_while_one_request_reads_it_again() -> None:
+    shop = Shop(max_concurrency=64, cache_ttl_seconds=0.05)
+    async with lifespan_client(shop.app, headers=TOKEN) as client:
+        await client.get("/products/mug")  # stored: available 10
+        await asyncio.sleep(0.06)  # expired, not written since
+        refresh = await reads_in_flight(shop, client, "/products/mug", 1)
+        # served at once, not queued behind the refresh (which waits until reads open)
+        meanwhile = await asyncio.wait_for(client.get("/products/mug"), 2)
+        shop.reads_open.set()
+        (refreshed,) = await asyncio.gather(*refresh)
+        await client.post("/products/mug/take")
+        await asyncio.sleep(0.06)
+        written = await reads_in_flight(shop, client, "/products/mug", 1)
+        shop.reads_open.set()
+        after_write = await client.get("/products/mug")
+        await asyncio.gather(*written)
+
+    assert meanwhile.status_code == refreshed.status_code == 200
+    assert meanwhile.json() == refreshed.json() == {"sku": "mug", "available": 10}
+    # a write went through: the old answer is never served, even while a read is under way
+    assert after_write.json()["available"] == 9
+    assert shop.db_reads == 3  # the first, the refresh, one read after the write (shared)
+
+
+async def test_followers_of_an_uncacheable_answer_read_for_themselves() -> None:
+    shop = Shop(max_concurrency=64)
+    async with lifespan_client(shop.app, headers=TOKEN) as client:
+        tasks = await reads_in_flight(shop, client, "/products/retired", 5)
+        shop.reads_open.set()
+        answers = await asyncio.gather(*tasks)
+
+    assert [a.status_code for a in answers] == [404] * 5
+    assert answers[-1].headers["content-type"] == "application/problem+json"
+    assert shop.db_reads == 5
+    assert shop.sample("servicekit_cache_requests_total", cache="shop", result="coalesced") == 0
+
+
+async def test_a_write_during_a_read_starts_a_new_flight() -> None:
+    shop = Shop(max_concurrency=64)
+    async with lifespan_client(shop.app, headers=TOKEN) as client:
+        before = await reads_in_flight(shop, client, "/products/mug", 3)
+        shop.reads_open.set()
+        await client.post("/products/mug/take")  # the generation moves on
+        after = await client.get("/products/mug")  # read your write: not the old flight's
+        first = await asyncio.gather(*before)
+
+    assert after.json()["available"] == 9
+    assert {a.json()["available"] for a in first} <= {9, 10}
 
 
 async def test_degraded_reads_are_served_stale_from_cache_and_marked(

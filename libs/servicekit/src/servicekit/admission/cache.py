@@ -167,6 +167,11 @@ class CachedAnswer:
             return None
 
 
+#: `servicekit_cache_requests{result}`: every lookup is a hit, a miss or an error; a miss
+#: answered by another request's concurrent read of the same key is also `coalesced`.
+RESULTS = ("hit", "miss", "error", "coalesced")
+
+
 class ReadCache:
     """Cache-aside of read answers, counted in `servicekit_cache_requests{cache, result}`."""
 
@@ -188,41 +193,47 @@ class ReadCache:
         self.clock = clock
         self._prefix = f"servicekit:cache:{name}:"
         self._generation = f"servicekit:cache:{name}#generation"
-        self._results = (
-            {r: counter.labels(name, r) for r in ("hit", "miss", "error")} if counter else {}
-        )
+        self._results = {r: counter.labels(name, r) for r in RESULTS} if counter else {}
 
-    def _count(self, result: str) -> None:
+    def count(self, result: str) -> None:
+        """Count one lookup's `result` (one of RESULTS)."""
         child = self._results.get(result)
         if child is not None:
             child.inc()
 
-    async def lookup(self, key: str, *, degraded: bool) -> tuple[CachedAnswer | None, int | None]:
+    async def lookup(
+        self, key: str, *, degraded: bool, refreshing: bool = False
+    ) -> tuple[CachedAnswer | None, int | None]:
         """(answer, generation) for `key`; errors are misses.
 
-        The answer is there when fresh, or, if `degraded`, when still kept. The generation
-        (None after an error) is what `store` must be given for the answer read next.
+        The answer is there when fresh, or, if `degraded`, when still kept. While another
+        request is reading `key` again (`refreshing`), an answer past its ttl is served too
+        if still kept and no write went through since (stale-while-revalidate, RFC 5861): one
+        reader waits for the database, not every reader of a popular answer each time it
+        expires. The generation (None after an error) is what `store` must be given for the
+        answer read next.
         """
         try:
             raw_generation, raw = await self.backend.get_many(
                 [redis_key(self._generation), redis_key(self._prefix + key)]
             )
         except CacheUnavailableError:
-            self._count("error")
+            self.count("error")
             return None, None
         generation = int(raw_generation) if raw_generation and raw_generation.isdigit() else 0
         answer = CachedAnswer.decode(raw) if raw is not None else None
         if answer is not None:
             age = self.clock() - answer.stored_at
-            usable = (
-                age <= self.keep
-                if degraded
-                else age <= self.ttl and answer.generation == generation
-            )
+            if degraded:
+                usable = age <= self.keep
+            elif answer.generation != generation:
+                usable = False  # a write went through since: read your writes
+            else:
+                usable = age <= (self.keep if refreshing else self.ttl)
             if usable:
-                self._count("hit")
+                self.count("hit")
                 return answer, generation
-        self._count("miss")
+        self.count("miss")
         return None, generation
 
     async def store(self, key: str, body: bytes, content_type: str, generation: int) -> None:

@@ -13,6 +13,7 @@ with `X-Degraded: cache`. Health, metrics and the fault switch are never shed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -85,6 +86,8 @@ class AdmissionMiddleware:
         # Answers given without routing (cache, shed) are timed under the route template
         # the router found for the same path before; "unmatched" if it never saw it.
         self._routes: dict[str, Any] = {}
+        #: Cache misses being read through, by key: (generation read at, answer once read).
+        self._flights: dict[str, tuple[int, asyncio.Future[CachedAnswer | None]]] = {}
         series = [
             ("service", "concurrency", "live"),
             ("service", "concurrency", "shadow"),
@@ -118,7 +121,9 @@ class AdmissionMiddleware:
             query = scope["query_string"].decode("latin-1")
             key = f"{'shadow' if shadow else 'live'}:{scope['path']}?{query}"
             degraded = limiter is not None and limiter.degraded
-            answer, generation = await cache.lookup(key, degraded=degraded)
+            answer, generation = await cache.lookup(
+                key, degraded=degraded, refreshing=key in self._flights
+            )
             if answer is not None:
                 if degraded:
                     self._degraded_cache.inc()
@@ -200,6 +205,50 @@ class AdmissionMiddleware:
     async def _read_through(
         self, scope: Scope, receive: Receive, send: Send, key: str, generation: int
     ) -> None:
+        """A cache miss: read through the app and store its 200, one read per key at a time.
+
+        Concurrent misses of one key (at one write generation) are coalesced, as Go's
+        singleflight and nginx's `proxy_cache_lock` do: the first goes to the app, the others
+        wait for its answer instead of each taking a database connection (and while it reads,
+        the expired answer is served to the rest: `ReadCache.lookup`'s `refreshing`). Without
+        it, every expiry of a popular answer under load sends all its readers to the pool at
+        once, and the pool's queue, not the database, sets their latency (a tail of seconds
+        at 4x load, tests/chaos/test_flood_probe.py). A follower whose leader got no cacheable
+        answer, or read before a write this one must see, reads for itself.
+        """
+        flight = self._flights.get(key)
+        if flight is not None:
+            leader_generation, leader = flight
+            # shield: a follower whose client went away must not cancel the others' answer
+            shared = await asyncio.shield(leader) if leader_generation == generation else None
+            if shared is not None and self.cache is not None:
+                self.cache.count("coalesced")
+                await _send_cached(send, shared, age=0.0, degraded=False)
+            else:
+                await self._capped(scope, receive, send)
+            return
+        future: asyncio.Future[CachedAnswer | None] = asyncio.get_running_loop().create_future()
+        self._flights[key] = (generation, future)
+        answer = None
+        try:
+            answer = await self._read_capturing(scope, receive, send, generation)
+        finally:
+            future.set_result(answer)  # never an exception: followers then read for themselves
+            if answer is None:
+                del self._flights[key]
+        if answer is None or self.cache is None:
+            return
+        try:
+            # Stored after the answer went out: the client does not wait for the cache write.
+            # The flight lasts until then, so readers arriving meanwhile do not read again.
+            await self.cache.store(key, answer.body, answer.content_type, generation)
+        finally:
+            del self._flights[key]
+
+    async def _read_capturing(
+        self, scope: Scope, receive: Receive, send: Send, generation: int
+    ) -> CachedAnswer | None:
+        """Pass the app's answer on; it, if a 200 small enough to cache, else None."""
         status = 0
         content_type = b""
         chunks: list[bytes] = []
@@ -220,10 +269,10 @@ class AdmissionMiddleware:
             await send(message)
 
         await self._capped(scope, receive, send_capturing)
-        # Stored after the answer went out: the client does not wait for the cache write.
-        if status == 200 and size <= MAX_CACHED_BYTES and self.cache is not None:
-            body = b"".join(chunks)
-            await self.cache.store(key, body, content_type.decode("latin-1"), generation)
+        if status != 200 or size > MAX_CACHED_BYTES or self.cache is None:
+            return None
+        body = b"".join(chunks)
+        return CachedAnswer(body, content_type.decode("latin-1"), self.cache.clock(), generation)
 
 
 def _invalidating(send: Send, cache: ReadCache) -> Send:

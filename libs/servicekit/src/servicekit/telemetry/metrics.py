@@ -266,7 +266,8 @@ class Metrics:
         # --- Cache ---------------------------------------------------------------------------
         self.cache_requests = Counter(
             "servicekit_cache_requests",
-            "Cache lookups by cache and result (hit, miss, error).",
+            "Cache lookups by cache and result: hit, miss or error; a miss answered by a "
+            "concurrent read of the same key also counts as coalesced.",
             ["cache", "result"],
             registry=r,
         )
