@@ -257,12 +257,17 @@ async def reads_in_flight(shop: Shop, client: httpx.AsyncClient, path: str, n: i
     raise AssertionError(f"only {shop.limiter.in_flight} of {n} reads arrived")
 
 
+async def held_reads(shop: Shop, client: httpx.AsyncClient, path: str, n: int) -> list[Any]:
+    """The answers to `n` reads of `path` that all arrived before any read was let through."""
+    tasks = await reads_in_flight(shop, client, path, n)
+    shop.reads_open.set()
+    return list(await asyncio.gather(*tasks))
+
+
 async def test_concurrent_misses_of_one_key_read_the_database_once() -> None:
     shop = Shop(max_concurrency=64)
     async with lifespan_client(shop.app, headers=TOKEN) as client:
-        tasks = await reads_in_flight(shop, client, "/products/mug", 20)
-        shop.reads_open.set()
-        answers = await asyncio.gather(*tasks)
+        answers = await held_reads(shop, client, "/products/mug", 20)
         other = await client.get("/products/mug?page=2")  # another key: its own read
 
     assert {(a.status_code, a.text) for a in answers} == {(200, '{"sku":"mug","available":10}')}
@@ -298,9 +303,7 @@ async def test_an_expired_answer_is_served_while_one_request_reads_it_again() ->
 async def test_followers_of_an_uncacheable_answer_read_for_themselves() -> None:
     shop = Shop(max_concurrency=64)
     async with lifespan_client(shop.app, headers=TOKEN) as client:
-        tasks = await reads_in_flight(shop, client, "/products/retired", 5)
-        shop.reads_open.set()
-        answers = await asyncio.gather(*tasks)
+        answers = await held_reads(shop, client, "/products/retired", 5)
 
     assert [a.status_code for a in answers] == [404] * 5
     assert answers[-1].headers["content-type"] == "application/problem+json"
