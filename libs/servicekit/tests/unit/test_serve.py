@@ -7,6 +7,7 @@ import resource
 import pytest
 from servicekit.edge.connections import GuardedHttpProtocol
 from servicekit.serve import (
+    ACCEPT_TURNS,
     FD_RESERVE,
     ServerSettings,
     build_config,
@@ -29,7 +30,9 @@ def test_settings_come_from_the_service_prefix(monkeypatch: pytest.MonkeyPatch) 
 
 def test_the_connection_cap_stays_below_the_descriptor_limit() -> None:
     settings = ServerSettings(_env_prefix="UNSET_", max_connections=10_000, backlog=256)
-    assert connection_limits(settings, fd_limit=1024).max_connections == 1024 - FD_RESERVE - 256
+    budget = 4096 - FD_RESERVE - ACCEPT_TURNS * 256  # refused connections in the accept pipeline
+    assert connection_limits(settings, fd_limit=4096).max_connections == budget
+    assert connection_limits(settings, fd_limit=1024).max_connections == 1  # never 0 or below
     assert connection_limits(settings, fd_limit=100_000).max_connections == 10_000
 
 
