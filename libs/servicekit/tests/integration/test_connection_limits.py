@@ -49,7 +49,7 @@ async def serving(**settings: Any) -> AsyncIterator[Connect]:
     config = build_config(
         f"{__name__}:create_app",
         ServerSettings(_env_prefix="CONNECTION_LIMITS_TEST_", port=port, **settings),
-        fd_limit=4096,
+        fd_limit=1 << 16,  # the caps under test are the settings, not the descriptor budget
         lifespan="off",
         log_level="warning",
     )
