@@ -109,3 +109,40 @@ async def test_caller_headers_cannot_replace_the_credential_and_raw_body_is_sent
     token = seen[0].headers["x-service-token"]
     assert verify_service_token(token, ["real"], audience="order", now=time.time())
     assert seen[0].content == b'{"items": []}'
+
+
+def _answer(status: int, slug: str | None, *, retry_after: bool = True) -> httpx.Response:
+    headers = {"Retry-After": "1"} if retry_after else {}
+    if slug is None:
+        return httpx.Response(status, headers=headers, text="plain")
+    return httpx.Response(
+        status,
+        headers={**headers, "content-type": "application/problem+json"},
+        json={"type": f"/problems/{slug}", "status": status},
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "counts", "counts_without_backpressure"),
+    [
+        # An upstream's admission layer shedding: alive, answered at once; never a failure.
+        (_answer(503, "overloaded"), False, False),
+        (_answer(503, "read-only"), False, False),
+        # Its dependency failing, or a fault: a failure unless the caller opted out.
+        (_answer(503, "injected-fault"), True, False),
+        (_answer(503, "circuit-open"), True, False),
+        (_answer(429, "rate-limited"), True, False),
+        # Without Retry-After, a 503 is not deliberate, whatever its body says.
+        (_answer(503, "overloaded", retry_after=False), True, True),
+        (_answer(500, None), True, True),
+        (_answer(503, None), True, False),
+        (_answer(409, "out-of-stock"), False, False),
+    ],
+)
+def test_what_counts_against_the_breaker(
+    answer: httpx.Response, counts: bool, counts_without_backpressure: bool
+) -> None:
+    from servicekit.downstream.client import counts_against_breaker
+
+    assert counts_against_breaker(answer) is counts
+    assert counts_against_breaker(answer, backpressure=False) is counts_without_backpressure

@@ -26,6 +26,7 @@ from servicekit import context, contract
 from servicekit.downstream.breaker import AsyncCircuitBreaker, CircuitOpenError, Permit
 from servicekit.downstream.retry import RETRYABLE_STATUSES, RetryPolicy
 from servicekit.downstream.routing import RoutingTable
+from servicekit.downstream.transport import AiohttpTransport
 from servicekit.edge.credential import ServiceCredential
 from servicekit.edge.middleware import new_span_id
 from servicekit.errors import UnavailableError
@@ -82,18 +83,40 @@ def propagation_headers() -> dict[str, str]:
     return headers
 
 
+#: Problem types of an upstream's admission layer turning load away (servicekit.admission):
+#: the upstream is alive and answered at once. Counting them would open its breaker under
+#: load, and a recovery agent would then restart an overloaded service, which only makes it
+#: worse; callers back off through `Retry-After` and the retry budget instead.
+SHEDDING_PROBLEMS = frozenset({"/problems/overloaded", "/problems/read-only"})
+
+
 def counts_against_breaker(response: httpx.Response, *, backpressure: bool = True) -> bool:
     """Whether an answer is a failure for the breaker: 408, 429 and 5xx.
 
-    A deliberate 4xx (out of stock, declined, not found) is a healthy dependency saying no.
-    With `backpressure=False`, a 429 or 503 carrying `Retry-After` does not count either:
-    a live upstream shedding load on purpose, or relaying its own dependency's outage.
+    A deliberate 4xx (out of stock, declined, not found) is a healthy dependency saying no,
+    and so is an upstream shedding load (`SHEDDING_PROBLEMS`, with `Retry-After`).
+    With `backpressure=False`, no 429 or 503 carrying `Retry-After` counts: a live upstream
+    shedding load on purpose, or relaying its own dependency's outage.
     """
     status = response.status_code
     if status < 500 and status not in (408, 429):
         return False
     deliberate = status in (429, 503) and "retry-after" in response.headers
+    if deliberate and problem_type(response) in SHEDDING_PROBLEMS:
+        return False
     return backpressure or not deliberate
+
+
+def problem_type(response: httpx.Response) -> str | None:
+    """The `type` of a problem+json answer; None for any other answer or an unreadable one."""
+    if not response.headers.get("content-type", "").startswith("application/problem+json"):
+        return None
+    try:
+        document = response.json()
+    except ValueError:
+        return None
+    kind = document.get("type") if isinstance(document, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -105,15 +128,15 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 class ServiceClient:
-    """An httpx.AsyncClient for one downstream, created on first use through `Once`.
+    """An httpx.AsyncClient for one downstream (on `AiohttpTransport`), made once on first use.
 
     `breaker` guards every attempt (by default a breaker of its own with default settings);
     `backpressure_trips_breaker=False` keeps an upstream's deliberate 429/503 out of its count
     (see `counts_against_breaker`). `retry` sets retries and their budget; `metrics` (the
     app's) records `http_client_request_duration_seconds` and `servicekit_client_retries`.
     `routing` (shared by a service's clients) splits calls between `base_url`, the stable
-    upstream, and the downstream's canary route; httpx keeps a connection pool per upstream,
-    and an upstream no longer routed to keeps its idle connections until they expire.
+    upstream, and the downstream's canary route; the pool keeps connections per upstream, and
+    an upstream no longer routed to keeps its idle ones until they expire (4 s).
     """
 
     def __init__(
@@ -153,11 +176,9 @@ class ServiceClient:
         self._client: Once[httpx.AsyncClient] = Once(self._build, name=f"http:{name}")
 
     def _build(self) -> httpx.AsyncClient:
-        limits = httpx.Limits(
-            max_connections=self._max_connections,
-            max_keepalive_connections=self._max_connections // 2,
-        )
-        inner = self._transport or httpx.AsyncHTTPTransport(limits=limits)
+        # httpx's API on aiohttp's pool: httpx's own pool costs over 1 ms of CPU per call
+        # under concurrency (servicekit.downstream.transport says why and what was measured).
+        inner = self._transport or AiohttpTransport(max_connections=self._max_connections)
         # No base_url: each call names its upstream (stable or canary), see `request`.
         return httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout, connect=min(1.0, self.timeout)),
