@@ -1,8 +1,9 @@
 """B4: overload. Open-loop load at 1x, 2x and 4x the measured capacity, shedding on and off,
 against inventory alone and through the gateway (gateway -> inventory).
 
-Targets: `inventory` is the real inventory (uvicorn, one process) on PostgreSQL, in a database
-created, migrated and seeded for the run (dropped at the end), with a shop's mix: 80 %
+Targets: `inventory` is the real inventory (`python -m servicekit.serve`, as every service runs:
+one process, its connection limits, the asyncio loop) on PostgreSQL, in a database created,
+migrated and seeded for the run (dropped at the end), with a shop's mix: 80 %
 `GET /products/{sku}`, 5 % `GET /products?limit=20`, 15 % `POST /reservations` (one unit of a
 random sku; stock is reset before every cell). `gateway` is the real gateway in front of that
 inventory, with the public reads (95 % `GET /api/products/{sku}`, 5 % the list page; a
@@ -16,7 +17,8 @@ and failed. **Latency is counted at the client from the scheduled send time** (n
 omission): the primary figures are the client's p50/p99 of served (2xx) and of shed answers;
 the server's histogram (bucket bound) is secondary, and what it misses is the wait before any
 middleware runs (socket, accept queue, event loop). A cell whose generator sent more than
-`GEN_LAG_LIMIT_MS` (p99) behind its schedule is marked invalid.
+`GEN_LAG_LIMIT_MS` (p99) behind its schedule, or that began before the servers were back in
+normal mode, is marked invalid.
 
 1. Capacity, per target, after a warm-up: the whole client pool run flat out (closed loop,
    1,024 connections, shedding on): what the service sustains saturated, degraded reads and
@@ -68,8 +70,8 @@ ADMIN_URL = os.environ.get("B4_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5
 SECONDS = float(os.environ.get("B4_SECONDS", "6"))
 LOADS = (1, 2, 4)
 SLO_MS = 500.0
-#: uvicorn's event loop: "auto" (uvloop when installed) is how the services are run.
-LOOP = os.environ.get("B4_LOOP", "auto")
+#: The event loop (`<P>_LOOP`): servicekit.serve's default, asyncio, is how the services run.
+LOOP = os.environ.get("B4_LOOP", "asyncio")
 LIMIT = int(os.environ.get("B4_LIMIT", "32"))
 SHED_P99_TARGET_MS = 50.0
 TARGETS = tuple(os.environ.get("B4_TARGETS", "inventory,gateway").split(","))
@@ -224,24 +226,13 @@ def shedding_env(prefix: str, mode: str, limiter: str) -> dict[str, str]:
 
 
 @contextmanager
-def launch(app: str, env: dict[str, str], log: Path) -> Iterator[tuple[int, int]]:
-    """A uvicorn running `app` on a free port, pinned to the server CPU; yields (port, pid)."""
+def launch(app: str, prefix: str, env: dict[str, str], log: Path) -> Iterator[tuple[int, int]]:
+    """`app` run as every service runs (`python -m servicekit.serve`: its connection limits,
+    one process), on a free port, pinned to the server CPU; yields (port, pid)."""
     for attempt in range(3):  # a free port can be taken between finding and binding it
         port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            app,
-            "--factory",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--loop",
-            LOOP,
-            "--log-level",
-            "warning",
-        ]
+        command = [sys.executable, "-m", "servicekit.serve", app, "--port", str(port)]
+        env = {**env, f"{prefix}_LOOP": LOOP}
         with log.open("ab") as out:
             process = subprocess.Popen(  # noqa: S603 (our own command line)
                 pinned(SERVER_CPU, command),
@@ -279,7 +270,9 @@ def stack(
     }
     env.pop("INVENTORY_REDIS_URL", None)
     name = f"{target}-{mode}-{limiter}"
-    with launch("inventory.main:create_app", env, logs / f"{name}-inventory.log") as inv:
+    with launch(
+        "inventory.main:create_app", "INVENTORY", env, logs / f"{name}-inventory.log"
+    ) as inv:
         if target == "inventory":
             yield [inv[0]], inv[1]
             return
@@ -290,7 +283,9 @@ def stack(
             "GATEWAY_GLOBAL_RATE_LIMIT": "1000000/second",
             "GATEWAY_CLIENT_RATE_LIMIT": "1000000/second",
         }
-        with launch("gateway.main:create_app", gateway_env, logs / f"{name}-gateway.log") as gw:
+        with launch(
+            "gateway.main:create_app", "GATEWAY", gateway_env, logs / f"{name}-gateway.log"
+        ) as gw:
             yield [gw[0], inv[0]], gw[1]
 
 
@@ -337,22 +332,27 @@ def modes(port: int) -> dict[str, float]:
     return found
 
 
-def settle(base: dict[str, Any], ports: list[int], url: str) -> None:
+def settle(base: dict[str, Any], ports: list[int], url: str) -> list[str]:
     """Bring the servers back to normal mode before a measurement, so every one starts alike.
 
     Light closed-loop traffic (8 connections: below the degrade threshold) until neither
     degraded nor read-only mode is on anywhere (the guard decides on traffic, so it needs
-    some), after a pause that lets the last run's samples leave the guard's window.
+    some), after a pause that lets the last run's samples leave the guard's window. Returns
+    the modes still on after 10 tries (empty when settled): the cell that follows is then
+    marked invalid rather than the whole run lost.
     """
     time.sleep(SETTLE_PAUSE_SECONDS)
+    left: list[str] = []
     for _ in range(10):
         run_generator({**base, "mode": "closed", "closed_connections": 8, "seconds": 2})
-        if not any(any(modes(port).values()) for port in ports):
+        left = [f"{port}:{name}" for port in ports for name, on in modes(port).items() if on]
+        if not left:
             break
         time.sleep(1)
     else:
-        raise RuntimeError("the server did not return to normal mode")
+        print(f"  not back to normal mode: {left}", flush=True)
     reset_stock(url)
+    return left
 
 
 def server_p99(before: dict[str, float], after: dict[str, float], kind: str) -> float:
@@ -439,7 +439,7 @@ def measure_target(target: str, url: str, skus: list[str], logs: Path) -> dict[s
             base = {"port": ports[0], "skus": skus, "token": SECRET, "target": target}
             closed(base, 32, WARM_UP_SECONDS)
             for load in LOADS:
-                settle(base, ports, url)
+                unsettled = settle(base, ports, url)
                 before, counted = rss_mb(pid), scrape(ports[0])
                 summary = summarise(open_loop(base, capacity * load, SECONDS), SECONDS)
                 after = scrape(ports[0])
@@ -458,6 +458,7 @@ def measure_target(target: str, url: str, skus: list[str], logs: Path) -> dict[s
                     },
                     "rss_growth": rss_mb(pid) / before - 1 if before else 0.0,
                     "load_average": load_average(),
+                    "unsettled": unsettled,
                 }
                 print(f"{target} {mode}/{limiter} {load}x: {describe(summary)}", flush=True)
                 cells.append(cell)
@@ -467,7 +468,7 @@ def measure_target(target: str, url: str, skus: list[str], logs: Path) -> dict[s
     )
     for cell in cells:
         cell["goodput_ratio"] = cell["goodput_rps"] / peak if peak else 0.0
-        cell["valid"] = cell["gen_lag_p99_ms"] <= GEN_LAG_LIMIT_MS
+        cell["valid"] = cell["gen_lag_p99_ms"] <= GEN_LAG_LIMIT_MS and not cell["unsettled"]
     return {
         "capacity_rps": capacity,
         "peak_rps": peak,
@@ -532,7 +533,8 @@ def main() -> None:
                 if not ok
             ]
         if not cell["valid"]:
-            marks = "INVALID: generator behind; " + marks
+            why = "not settled" if cell["unsettled"] else "generator behind"
+            marks = f"INVALID: {why}; " + marks
         rows.append(
             [
                 cell["target"],
@@ -566,7 +568,7 @@ def main() -> None:
     pinning = "servers on CPU 0, generator on CPU 1 (taskset)" if PINNED else "no CPU pinning"
     intro = (__doc__ or "") + (
         f"\nCapacity (goodput/s) — {capacities}. Concurrency limit {LIMIT}, SLO {SLO_MS:.0f} "
-        f"ms, {SECONDS:.0f} s per cell, one run per cell; {pinning}; uvicorn --loop {LOOP}. "
+        f"ms, {SECONDS:.0f} s per cell, one run per cell; {pinning}; {LOOP} loop. "
         f"**Shared machine**: PostgreSQL and other benchmarks and test runs share these two "
         f"cores; load average (1/5/15 min) {started_load} at the start, {load_average()} at "
         f"the end, and per cell below.\n\n"

@@ -1,18 +1,18 @@
 """B6: latency of requests that do not need Redis, while Redis is healthy, stalled 1 s, or gone.
 
-A real gateway (uvicorn, one process) counts its access limits in a private redis-server; the
-limits are set far above the offered load, so the limiter runs on every request and refuses
-none. Requests read one product from a stub upstream (a minimal uvicorn app), so nothing on
-their path needs Redis but the limiter. The load is open-loop, so a slow answer never slows
-the sender: an async client (httpx, in a separate process) sends `GET /api/products/{sku}` at a
-fixed rate, a quarter of the gateway's capacity measured first with wrk (16 connections), and times
-each request from its scheduled send time. The sender opens its connections before the timed
-window and starts each request at its time (it used to create every request's task up front
-and open connections on the first sends: each phase then began with a burst of late sends
-and fresh connections, 2-3% of the requests at 30-200 ms, which was the sender's start-up,
-not the gateway, yet set every phase's p99 at ~45-107 ms and buried what the limiter did).
-It reports how late it started requests (`send_lag_max_ms`): a starved sender shows there.
-Three phases:
+A real gateway (`python -m servicekit.serve`, one process) counts its access limits in a
+private redis-server; the limits are set far above the offered load, so the limiter runs on
+every request and refuses none. Requests read one product from a stub upstream (a minimal
+uvicorn app), so nothing on their path needs Redis but the limiter. The load is open-loop, so a
+slow answer never slows the sender: an async client (httpx, in a separate process) sends `GET
+/api/products/{sku}` at a fixed rate, a quarter of the gateway's capacity measured first with
+wrk (16 connections), and times each request from its scheduled send time. The sender opens its
+connections before the timed window and starts each request at its time (it used to create
+every request's task up front and open connections on the first sends: each phase then began
+with a burst of late sends and fresh connections, 2-3% of the requests at 30-200 ms, which was
+the sender's start-up, not the gateway, yet set every phase's p99 at ~45-107 ms and buried what
+the limiter did). It reports how late it started requests (`send_lag_max_ms`): a starved sender
+shows there. Three phases:
 
 - healthy: Redis answers;
 - stalled: Redis is frozen with SIGSTOP for 1 s in the middle of the phase (it accepts
@@ -323,9 +323,14 @@ def main() -> None:
         )
         processes.append(
             subprocess.Popen(  # noqa: S603 (fixed module and arguments)
+                # As every service runs (its connection limits, the asyncio loop).
                 [
-                    *(python, "-m", "uvicorn", "gateway.main:create_app", "--factory"),
-                    *("--port", str(gateway_port), "--no-access-log", "--log-level", "warning"),
+                    python,
+                    "-m",
+                    "servicekit.serve",
+                    "gateway.main:create_app",
+                    "--port",
+                    str(gateway_port),
                 ],
                 env=env,
                 cwd=work,

@@ -64,9 +64,11 @@ def _b2(d: dict[str, Any]) -> Verdict:
 
 def _b7(d: dict[str, Any]) -> Verdict:
     """Published, not judged: its result with the answers that were not orders."""
-    refused = sum(sum(cell["not_201"].values()) for cell in d["after"])
-    orders = sum(cell["orders"] for cell in d["after"])
-    return f"{d['result']}; non-201 answers: {refused} (orders: {orders})", None
+    cells = [d["default"]] if "default" in d else d["after"]  # the 50-user cell, when recorded
+    refused = sum(sum(cell["not_201"].values()) for cell in cells)
+    orders = sum(cell["orders"] for cell in cells)
+    answers = f"at {d['users']} users non-201 answers: {refused} (orders: {orders})"
+    return f"{d['result']}; {answers}", None
 
 
 @dataclass(frozen=True)
