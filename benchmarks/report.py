@@ -58,9 +58,10 @@ def uptime() -> str:
 
 
 def code_hash(paths: Sequence[str]) -> str:
-    """A hash of the tracked files under `paths` as they are now (uncommitted edits included)."""
+    """A hash of the files under `paths` as they are now: tracked ones with uncommitted edits,
+    and new ones not yet added (not ignored), which a measurement may already run."""
     listed = subprocess.run(  # noqa: S603
-        ["git", "ls-files", "-z", "--", *paths],  # noqa: S607
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *paths],  # noqa: S607
         cwd=REPO,
         capture_output=True,
         check=True,
